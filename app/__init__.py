@@ -1,0 +1,1 @@
+"""hybridq: a job queue with PostgreSQL durability at Redis speed."""

@@ -1,0 +1,56 @@
+"""Errors as JSON: 4xx bodies say which field is wrong and why; outages are a 503."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger("hybridq.api")
+
+
+class FieldError(Exception):
+    """A request field is wrong: answered with FastAPI's validation-error shape."""
+
+    def __init__(self, status_code: int, field: str, msg: str, type_: str) -> None:
+        super().__init__(msg)
+        self.status_code = status_code
+        self.field = field
+        self.msg = msg
+        self.type = type_
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": [{"loc": ["body", self.field], "msg": self.msg, "type": self.type}]}
+
+
+UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FieldError)
+    async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("dependency unavailable: %r", exc)
+        return JSONResponse(
+            {"detail": "a backing service (PostgreSQL) is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for exc_type in UNAVAILABLE:
+        app.add_exception_handler(exc_type, _unavailable)
+    app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)

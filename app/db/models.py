@@ -1,0 +1,172 @@
+"""SQLAlchemy models: the schema's single definition in Python.
+
+Alembic migrations must produce exactly this metadata (a test compares them). The hot
+paths do not go through the ORM: see `app.db.store` for the named SQL statements.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Interval,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_STATUSES: Final = (
+    "queued",
+    "migrated_to_redis",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+)
+TERMINAL_STATUSES: Final = ("completed", "failed", "cancelled")
+
+# The seed's queues, created by the first migration.
+SEED_QUEUES: Final = (
+    "email-sending",
+    "analytics:daily-aggregate",
+    "analytics:campaign-aggregate",
+    "analytics:billing-calculate",
+    "warmup:process",
+    "bounce:process",
+    "webhook:process",
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TZ = DateTime(timezone=True)
+
+
+def _status_check(column: str, statuses: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{s}'" for s in statuses)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class JobQueue(Base):
+    __tablename__ = "job_queues"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    default_priority: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("100")
+    )
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_status_check("status", JOB_STATUSES), name="status"),
+        CheckConstraint("attempt_count >= 0", name="attempt_count"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        # Migrator: due queued jobs in (priority, created_at) order.
+        Index(
+            "idx_jobs_queuer",
+            "status",
+            "run_at",
+            "priority",
+            "created_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "idx_jobs_queue_migration",
+            "queue_name",
+            "status",
+            "run_at",
+            "priority",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("idx_jobs_status_timestamps", "status", "updated_at", "queue_name"),
+        # Lease rescue: running jobs by lease expiry.
+        Index(
+            "idx_jobs_running_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    queue_name: Mapped[str] = mapped_column(
+        String(100),
+        ForeignKey("job_queues.name", ondelete="CASCADE"),
+        nullable=False,
+    )
+    status: Mapped[str] = mapped_column(String(50), nullable=False, server_default="queued")
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("100"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
+    run_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    started_at: Mapped[datetime | None] = mapped_column(TZ)
+    completed_at: Mapped[datetime | None] = mapped_column(TZ)
+    failed_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    # The fencing token of the current attempt is (worker_id, attempt_count).
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class JobLog(Base):
+    __tablename__ = "job_logs"
+    __table_args__ = (Index("idx_job_logs_worker", "job_id", "attempt_number", "finished_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(50), nullable=False)
+    log_message: Mapped[str | None] = mapped_column(Text)
+    attempt_number: Mapped[int] = mapped_column(Integer, nullable=False)
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+    duration: Mapped[timedelta | None] = mapped_column(Interval)
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class AnalyticsJob(Base):
+    __tablename__ = "analytics_jobs"
+    __table_args__ = (Index("idx_analytics_jobs_type_status", "job_type", "status", "queued_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    job_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    status: Mapped[str] = mapped_column(String(50), nullable=False, server_default="queued")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("100"))
+    queued_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    processed_at: Mapped[datetime | None] = mapped_column(TZ)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))

@@ -1,0 +1,86 @@
+"""The `job:<id>` hash: real-time state of a job in Redis, for status polling.
+
+PostgreSQL is the truth; this hash is a cache that may be missing (Redis lost its data,
+or it expired). Every write sets a TTL, so no hash lives forever: a short one after a
+terminal state, a long safety net before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio.client import Pipeline
+
+from app.keys import Keys
+
+# A job that never reaches a terminal state within a week still loses its hash.
+NON_TERMINAL_TTL = 7 * 86_400
+
+
+class JobStateCache:
+    def __init__(self, keys: Keys, terminal_ttl: int) -> None:
+        self.keys = keys
+        self.terminal_ttl = terminal_ttl
+
+    def _write(
+        self, pipe: Pipeline, job_id: uuid.UUID, fields: dict[str, Any], *, terminal: bool
+    ) -> None:
+        key = self.keys.job(str(job_id))
+        pipe.hset(key, mapping={k: ("" if v is None else str(v)) for k, v in fields.items()})
+        pipe.expire(key, self.terminal_ttl if terminal else NON_TERMINAL_TTL)
+
+    def migrated(self, pipe: Pipeline, job_id: uuid.UUID, attempt_count: int) -> None:
+        self._write(
+            pipe,
+            job_id,
+            {"status": "migrated_to_redis", "attempt_count": attempt_count},
+            terminal=False,
+        )
+
+    def running(
+        self, pipe: Pipeline, job_id: uuid.UUID, worker_id: str, started_at: datetime, attempt: int
+    ) -> None:
+        self._write(
+            pipe,
+            job_id,
+            {
+                "status": "running",
+                "worker_id": worker_id,
+                "started_at": started_at.isoformat(),
+                "attempt_count": attempt,
+            },
+            terminal=False,
+        )
+
+    def completed(
+        self, pipe: Pipeline, job_id: uuid.UUID, completed_at: datetime, attempt: int
+    ) -> None:
+        self._write(
+            pipe,
+            job_id,
+            {
+                "status": "completed",
+                "completed_at": completed_at.isoformat(),
+                "attempt_count": attempt,
+                "last_error": None,
+            },
+            terminal=True,
+        )
+
+    def failed_attempt(
+        self, pipe: Pipeline, job_id: uuid.UUID, status: str, error: str, attempt: int
+    ) -> None:
+        """After a failed attempt: `queued` (a retry waits for run_at) or `failed`."""
+        self._write(
+            pipe,
+            job_id,
+            {"status": status, "last_error": error, "attempt_count": attempt},
+            terminal=status == "failed",
+        )
+
+    def requeued(self, pipe: Pipeline, job_id: uuid.UUID, attempt_count: int) -> None:
+        self._write(
+            pipe, job_id, {"status": "queued", "attempt_count": attempt_count}, terminal=False
+        )

@@ -1,0 +1,173 @@
+"""The migrator: moves due jobs from PostgreSQL to the Redis priority lists.
+
+Each batch is one transaction: `SELECT ... FOR UPDATE SKIP LOCKED` marks up to a batch of
+due jobs migrated_to_redis, one Redis pipeline pushes them, then the transaction commits.
+A crash before the commit leaves the jobs queued (any pushed copy is dropped by the
+worker's claim); several migrators never push the same job because of the row locks.
+
+It wakes on LISTEN/NOTIFY when jobs become queued (a trigger on `jobs`); otherwise it
+sleeps until the next run_at or the poll interval, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from app.db.store import JobStore, MovedJob
+from app.job_state import JobStateCache
+from app.keys import Keys
+from app.loops import Backoff, wait_any
+from app.settings import Settings
+
+log = logging.getLogger("hybridq.migrator")
+
+NOTIFY_CHANNEL = "hybridq_jobs_queued"
+# Under back-pressure (a queue full in Redis) nothing notifies us when workers drain
+# it, so look again after this long.
+FULL_QUEUE_RECHECK = 0.05
+
+
+@dataclass(slots=True)
+class MoveResult:
+    moved: int = 0
+    full_queues: list[str] = field(default_factory=list)
+    eligible_queues: list[str] = field(default_factory=list)
+
+
+class Migrator:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        redis: aioredis.Redis,
+        keys: Keys,
+        settings: Settings,
+        dsn: str | None = None,
+    ) -> None:
+        self.store = store
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.dsn = dsn or settings.database_url
+        self.state = JobStateCache(keys, settings.job_hash_ttl)
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self.total_moved = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def move_due_jobs(self) -> MoveResult:
+        """Move due jobs in batches until a batch comes back short."""
+        result = MoveResult()
+        while True:
+            eligible, full = await self._eligible_queues()
+            result.full_queues = full
+            result.eligible_queues = eligible
+            if not eligible:
+                return result
+            moved = await self._move_batch(eligible)
+            result.moved += moved
+            if moved < self.settings.migrator_batch_size:
+                return result
+
+    async def _eligible_queues(self) -> tuple[list[str], list[str]]:
+        """Active queues whose Redis lists are below the depth bound, and the full ones."""
+        queues = await self.store.active_queues()
+        if not queues:
+            return [], []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                for key in self.keys.queue_lists(q):
+                    pipe.llen(key)
+            lengths = await pipe.execute()
+        eligible, full = [], []
+        for i, q in enumerate(queues):
+            depth = sum(lengths[3 * i : 3 * i + 3])
+            (full if depth >= self.settings.redis_queue_max_depth else eligible).append(q)
+        return eligible, full
+
+    async def _move_batch(self, queues: list[str]) -> int:
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            jobs = await self.store.move_due_jobs(conn, self.settings.migrator_batch_size, queues)
+            if jobs:
+                await self._push(jobs)
+        self.total_moved += len(jobs)
+        if jobs:
+            log.debug("moved %d jobs to Redis", len(jobs))
+        return len(jobs)
+
+    async def _push(self, jobs: list[MovedJob]) -> None:
+        """One pipeline: each job to the list its priority routes it to, oldest first."""
+        jobs.sort(key=lambda j: (j.priority, j.created_at))
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for job in jobs:
+            by_key[self.keys.route(job.queue_name, job.priority)].append(job.message)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, messages in by_key.items():
+                pipe.lpush(key, *messages)
+            for job in jobs:
+                self.state.migrated(pipe, job.id, job.attempt_count)
+            await pipe.execute()
+
+    # --- the loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Move due jobs until `stop()`; survive PostgreSQL and Redis outages."""
+        log.info("migrator started")
+        backoff = Backoff()
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    await self._ensure_listener()
+                    result = await self.move_due_jobs()
+                    timeout = await self._sleep_time(result)
+                    backoff.reset()
+                except Exception as exc:
+                    delay = backoff.next()
+                    log.warning("migrator pass failed (%s); retrying in %.1fs", exc, delay)
+                    await self._close_listener()
+                    await wait_any(self._stop, timeout=delay)
+                    continue
+                if timeout > 0:
+                    await wait_any(self._wake, self._stop, timeout=timeout)
+        finally:
+            await self._close_listener()
+            log.info("migrator stopped after moving %d jobs", self.total_moved)
+
+    async def _sleep_time(self, result: MoveResult) -> float:
+        poll = self.settings.migrator_poll_interval
+        if result.full_queues:
+            poll = min(poll, FULL_QUEUE_RECHECK)
+        if not result.eligible_queues:
+            return poll
+        seconds = await self.store.seconds_until_next_due(result.eligible_queues)
+        if seconds is None:
+            return poll
+        return max(0.0, min(poll, seconds))
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        conn = await asyncpg.connect(self.dsn, timeout=self.settings.db_command_timeout)
+        await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._listener = conn
+        # Anything queued while we were not listening is found by the pass that follows.
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)

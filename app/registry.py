@@ -1,0 +1,112 @@
+"""Handlers: one per queue, registered with a decorator from the user's own modules.
+
+    from app.registry import handler, Job
+
+    @handler("email-sending", timeout=30)
+    async def send_email(job: Job) -> None:
+        ...
+
+A handler may be `async def` or a plain function (run in a thread so it cannot block the
+event loop). An exception fails the attempt; so does running past the timeout. Delivery
+is at least once: use `job.id` and `job.attempt` to make the handler idempotent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+QUEUE_NAME_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a handler receives."""
+
+    id: uuid.UUID
+    queue_name: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    priority: int
+
+
+HandlerFunc = Callable[[Job], Awaitable[Any]] | Callable[[Job], Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    queue_name: str
+    func: Callable[[Job], Any]
+    timeout: float | None
+    is_async: bool
+
+
+class HandlerRegistry:
+    """Maps queue names to handlers."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def handler(self, queue_name: str, *, timeout: float | None = None) -> Callable[[F], F]:
+        """Decorator: register `func` as the handler of `queue_name`.
+
+        `timeout` (seconds) overrides the HANDLER_TIMEOUT setting for this queue.
+        """
+        validate_queue_name(queue_name)
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+        def register(func: F) -> F:
+            existing = self._handlers.get(queue_name)
+            if existing is not None and existing.func is not func:
+                raise ValueError(f"queue {queue_name!r} already has a handler: {existing.func!r}")
+            self._handlers[queue_name] = Handler(
+                queue_name=queue_name,
+                func=func,
+                timeout=timeout,
+                is_async=inspect.iscoroutinefunction(func),
+            )
+            return func
+
+        return register
+
+    def get(self, queue_name: str) -> Handler | None:
+        return self._handlers.get(queue_name)
+
+    def queue_names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __contains__(self, queue_name: object) -> bool:
+        return queue_name in self._handlers
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+def validate_queue_name(name: str) -> None:
+    """Queue names are 1-100 printable characters without whitespace."""
+    if not name or len(name) > QUEUE_NAME_MAX:
+        raise ValueError(f"queue name must be 1-{QUEUE_NAME_MAX} characters")
+    if any(c.isspace() or not c.isprintable() for c in name):
+        raise ValueError("queue name must not contain whitespace or control characters")
+
+
+# The registry the `handler` decorator fills; the app and entrypoints read it after
+# importing HANDLER_MODULES.
+default_registry = HandlerRegistry()
+handler = default_registry.handler
+
+
+def load_handler_modules(modules: Iterable[str]) -> None:
+    """Import each module so that its decorators register handlers."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise RuntimeError(f"HANDLER_MODULES: cannot import {name!r}: {exc}") from exc

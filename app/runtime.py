@@ -1,0 +1,151 @@
+"""The resources every process shares (pools, keys, handlers) and the one code path
+that runs the migrator and workers, whether embedded in the API or on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from app.db.store import JobStore, create_pool
+from app.keys import Keys
+from app.migrator.mover import Migrator
+from app.registry import HandlerRegistry, default_registry, load_handler_modules
+from app.settings import Settings
+from app.worker.runner import Worker
+
+log = logging.getLogger("hybridq")
+
+
+def make_redis(settings: Settings) -> aioredis.Redis:
+    """One client (with its pool) per process. Blocking pops need a longer socket timeout
+    than ordinary calls, so the socket timeout leaves room for the fetch timeout."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout + settings.worker_fetch_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+        max_connections=max(16, settings.db_pool_max_size * 2),
+    )
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: Keys
+    store: JobStore
+    registry: HandlerRegistry
+
+    def worker(self, **overrides: object) -> Worker:
+        return Worker(
+            store=self.store,
+            redis=self.redis,
+            keys=self.keys,
+            registry=self.registry,
+            settings=self.settings,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+    def migrator(self) -> Migrator:
+        return Migrator(store=self.store, redis=self.redis, keys=self.keys, settings=self.settings)
+
+
+async def warn_if_redis_can_evict(redis: aioredis.Redis) -> None:
+    """Queue lists must never be evicted: warn unless maxmemory-policy is noeviction."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except Exception as exc:  # CONFIG may be disabled on managed Redis
+        log.warning("could not read Redis maxmemory-policy (%s); it must be noeviction", exc)
+        return
+    if policy not in (None, "noeviction", b"noeviction"):
+        log.warning(
+            "Redis maxmemory-policy is %r: the server may evict queue lists. Set "
+            "maxmemory-policy noeviction on the server behind REDIS_URL.",
+            policy,
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, registry: HandlerRegistry | None = None
+) -> AsyncIterator[Runtime]:
+    """Import handler modules, open the pools, register the handlers' queues; close all."""
+    registry = registry or default_registry
+    load_handler_modules(settings.handler_modules)
+    pool = await create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout,
+    )
+    redis = make_redis(settings)
+    try:
+        store = JobStore(pool)
+        await store.ensure_queues(registry.queue_names())
+        await warn_if_redis_can_evict(redis)
+        yield Runtime(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            keys=Keys(settings.redis_prefix),
+            store=store,
+            registry=registry,
+        )
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+class BackgroundServices:
+    """Runs a migrator and/or a worker as tasks and stops them gracefully."""
+
+    def __init__(self, migrator: Migrator | None, worker: Worker | None) -> None:
+        self.migrator = migrator
+        self.worker = worker
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if self.migrator is not None:
+            self._tasks.append(asyncio.create_task(self.migrator.run(), name="migrator"))
+        if self.worker is not None:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+
+    def stop(self) -> None:
+        if self.migrator is not None:
+            self.migrator.stop()
+        if self.worker is not None:
+            self.worker.stop()
+
+    async def wait(self) -> None:
+        """Wait until every service returned; re-raise the first crash."""
+        if self._tasks:
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    raise r
+
+    async def wait_first(self) -> None:
+        """Return when any service stops (a crash or a burst worker that finished)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def shutdown(self, grace: float) -> None:
+        self.stop()
+        if not self._tasks:
+            return
+        # Workers wait `grace` for in-flight jobs, then hand back; allow a little extra.
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace + 15)
+        for t in pending:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                exc = t.exception() if t.done() and not t.cancelled() else None
+                if exc is not None:
+                    log.error("%s crashed", t.get_name(), exc_info=exc)

@@ -1,0 +1,127 @@
+"""Service settings, read from environment variables (and an optional `.env` file).
+
+Every setting is documented in the README; the environment variable is the field name in
+upper case. Settings are built by the app factory and the entrypoints, never at import.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All knobs of the service. Invalid values stop start-up with a clear message."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Connections
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/hybridq",
+        description="PostgreSQL DSN (postgresql://user:password@host:port/database).",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL, with DB number.")
+    redis_prefix: str = Field(
+        "hq:", description="Prefix of every Redis key, so tenants and test runs can share a server."
+    )
+    db_pool_min_size: int = Field(2, ge=1)
+    db_pool_max_size: int = Field(10, ge=1)
+    db_command_timeout: float = Field(
+        10.0, gt=0, description="Seconds before a PostgreSQL statement or connect gives up."
+    )
+    redis_timeout: float = Field(5.0, gt=0, description="Seconds before a Redis call gives up.")
+
+    # Handlers
+    handler_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["app.example_handlers"],
+        description="Comma-separated import paths of modules that register handlers.",
+    )
+    handler_timeout: float = Field(
+        300.0, gt=0, description="Default seconds a handler may run before its attempt fails."
+    )
+
+    # What the API process embeds
+    embed_migrator: bool = Field(True, description="Run the migrator inside the API process.")
+    embed_worker: bool = Field(True, description="Run a worker inside the API process.")
+
+    # Worker
+    worker_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Queues a worker serves (comma-separated); empty means every registered one.",
+    )
+    worker_concurrency: int = Field(10, ge=1, le=10_000, description="Jobs run at once per worker.")
+    worker_fetch_timeout: float = Field(
+        1.0, gt=0, le=30, description="Seconds a blocking Redis pop waits before looking again."
+    )
+    visibility_timeout: float = Field(
+        30.0, gt=0, description="Lease of a claimed job; renewed by heartbeat while it runs."
+    )
+    shutdown_grace_period: float = Field(
+        30.0, ge=0, description="Seconds in-flight jobs get to finish on shutdown."
+    )
+
+    # Retries
+    backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds (2, 4, 8 …).")
+    backoff_max: float = Field(3600.0, gt=0, description="Cap of the retry delay in seconds.")
+    backoff_jitter: float = Field(
+        0.1, ge=0, le=1, description="Fraction of the delay added or removed at random."
+    )
+
+    # Migrator
+    migrator_batch_size: int = Field(500, ge=1, le=10_000)
+    migrator_poll_interval: float = Field(
+        5.0, gt=0, description="Longest sleep of the migrator when no job wakes it."
+    )
+    redis_queue_max_depth: int = Field(
+        20_000, ge=1, description="A queue with this many jobs in Redis is not filled further."
+    )
+
+    # API
+    max_payload_bytes: int = Field(
+        256 * 1024, ge=1, description="Largest job payload, in bytes of JSON (413 above it)."
+    )
+    job_hash_ttl: int = Field(
+        86_400, ge=1, description="Seconds a job:<id> hash lives after a terminal state."
+    )
+    log_level: str = Field("INFO")
+
+    @field_validator("handler_modules", "worker_queues", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_dsn(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (a plain libpq DSN)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
+        if self.backoff_base > self.backoff_max:
+            raise ValueError("backoff_base must not exceed backoff_max")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The DSN spelled for SQLAlchemy's asyncpg dialect."""
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql+asyncpg://{rest}"

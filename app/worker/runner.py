@@ -1,0 +1,348 @@
+"""The worker: pops jobs from Redis, claims them in PostgreSQL, runs their handlers.
+
+Fetch: one BLMPOP over every served queue's lists, high before normal before low, taking
+as many jobs as there are free slots. Claim: one conditional UPDATE for the popped ids
+(migrated_to_redis -> running, with worker id, attempt number and lease); a copy whose
+claim fails (a duplicate, a cancelled job) is dropped without running. Outcome: written
+by the recorder, fenced by (worker_id, attempt). Retries wait in PostgreSQL via run_at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from app.backoff import retry_delay
+from app.db.store import Claim, Failure, JobStore, Success
+from app.job_state import JobStateCache
+from app.keys import Keys
+from app.loops import Backoff, wait_any
+from app.registry import Handler, HandlerRegistry, Job
+from app.settings import Settings
+from app.worker.recorder import OutcomeRecorder
+
+log = logging.getLogger("hybridq.worker")
+
+
+def make_worker_id() -> str:
+    """Unique per process run, so a restarted worker never shares a fencing token."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True)
+class _InFlight:
+    claim: Claim
+    job: Job
+    task: asyncio.Task[None]
+    started_at: datetime
+
+
+class Worker:
+    """Runs until `stop()` is called (or, in burst mode, until the queues are empty)."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        redis: aioredis.Redis,
+        keys: Keys,
+        registry: HandlerRegistry,
+        settings: Settings,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.redis = redis
+        self.keys = keys
+        self.registry = registry
+        self.settings = settings
+        self.worker_id = worker_id or make_worker_id()
+        self.queues = list(queues or settings.worker_queues or registry.queue_names())
+        missing = [q for q in self.queues if q not in registry]
+        if missing:
+            raise ValueError(f"no handler registered for queue(s): {', '.join(missing)}")
+        if not self.queues:
+            raise ValueError("a worker needs at least one queue with a registered handler")
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.burst = burst
+        self.fetch_keys = keys.fetch_order(self.queues)
+        self.state = JobStateCache(keys, settings.job_hash_ttl)
+        self.recorder = OutcomeRecorder(
+            store=store, redis=redis, state=self.state, worker_id=self.worker_id
+        )
+        self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self._stop = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self.jobs_started = 0
+
+    # --- control ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop fetching; in-flight jobs get the grace period to finish."""
+        self._stop.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def run(self) -> None:
+        log.info(
+            "worker %s serving %s with concurrency %d%s",
+            self.worker_id,
+            ", ".join(self.queues),
+            self.concurrency,
+            " (burst)" if self.burst else "",
+        )
+        self.recorder.start()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
+        try:
+            await self._fetch_loop()
+        finally:
+            await self._shutdown()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            with contextlib.suppress(Exception):
+                await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
+                await self.redis.zrem(self.keys.workers_index(), self.worker_id)
+            log.info("worker %s stopped", self.worker_id)
+
+    # --- fetching -----------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_free.clear()
+                await wait_any(self._slot_free, self._stop)
+                continue
+            try:
+                messages = await self._pop(free)
+                backoff.reset()
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                delay = backoff.next()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                await wait_any(self._stop, timeout=delay)
+                continue
+            if not messages:
+                if self.burst:
+                    if not self._inflight:
+                        return
+                    self._slot_free.clear()
+                    await wait_any(self._slot_free, self._stop)
+                continue
+            await self._claim_and_start(messages)
+
+    async def _pop(self, count: int) -> list[bytes]:
+        if self.burst:
+            result: Any = await self.redis.lmpop(
+                len(self.fetch_keys), *self.fetch_keys, direction="RIGHT", count=count
+            )
+        else:
+            result = await self.redis.blmpop(
+                self.settings.worker_fetch_timeout,
+                len(self.fetch_keys),
+                *self.fetch_keys,
+                direction="RIGHT",
+                count=count,
+            )
+        if not result:
+            return []
+        _key, values = result
+        return list(values)
+
+    async def _claim_and_start(self, messages: list[bytes]) -> None:
+        by_id: dict[uuid.UUID, dict[str, Any]] = {}
+        for raw in messages:
+            try:
+                data = orjson.loads(raw)
+                by_id[uuid.UUID(data["id"])] = data
+            except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+                log.error("dropping malformed message from Redis: %r", raw[:200])
+        if not by_id:
+            return
+        claims = await self._claim(list(by_id))
+        if claims is None:
+            return
+        won = {c.id for c in claims}
+        for job_id in by_id.keys() - won:
+            log.debug("dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id)
+
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for c in claims:
+                    self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
+                await pipe.execute()
+        except Exception:
+            log.warning("could not update job hashes in Redis", exc_info=True)
+
+        for c in claims:
+            data = by_id[c.id]
+            job = Job(
+                id=c.id,
+                queue_name=data["queue_name"],
+                payload=data["payload"],
+                attempt=c.attempt,
+                max_attempts=c.max_attempts,
+                priority=data["priority"],
+            )
+            task = asyncio.create_task(self._execute(c, job), name=f"job-{c.id}")
+            self._inflight[c.id] = _InFlight(
+                claim=c, job=job, task=task, started_at=datetime.now(UTC)
+            )
+            self.jobs_started += 1
+            task.add_done_callback(lambda _t, job_id=c.id: self._finished(job_id))
+
+    async def _claim(self, job_ids: list[uuid.UUID]) -> list[Claim] | None:
+        """Claim, retrying while PostgreSQL is unreachable; the copies stay migrated."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await self.store.claim(
+                    job_ids, self.worker_id, self.settings.visibility_timeout
+                )
+            except Exception as exc:
+                if self._stop.is_set():
+                    # The jobs stay migrated_to_redis with no copy in Redis; the
+                    # reconciliation of the migrator returns them to queued.
+                    log.error("could not claim %d jobs while stopping: %s", len(job_ids), exc)
+                    return None
+                delay = backoff.next()
+                log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                await wait_any(self._stop, timeout=delay)
+
+    def _finished(self, job_id: uuid.UUID) -> None:
+        self._inflight.pop(job_id, None)
+        self._slot_free.set()
+
+    # --- running ------------------------------------------------------------------
+
+    async def _execute(self, claim: Claim, job: Job) -> None:
+        handler = self.registry.get(job.queue_name)
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        error: str | None = None
+        if handler is None:
+            error = f"no handler registered for queue {job.queue_name!r}"
+        else:
+            timeout = handler.timeout or self.settings.handler_timeout
+            try:
+                await asyncio.wait_for(self._call(handler, job), timeout)
+            except TimeoutError:
+                error = f"TimeoutError: handler ran longer than {timeout:g}s"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        finished = datetime.now(UTC)
+        log.debug(
+            "job %s attempt %d ran %.1f ms", job.id, claim.attempt, (time.perf_counter() - t0) * 1e3
+        )
+        if error is None:
+            await self.recorder.record(
+                Success(
+                    job_id=job.id, attempt=claim.attempt, started_at=started, finished_at=finished
+                )
+            )
+            return
+        log.info(
+            "job %s attempt %d/%d failed: %s", job.id, claim.attempt, claim.max_attempts, error
+        )
+        delay = retry_delay(
+            claim.attempt,
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_max,
+            jitter=self.settings.backoff_jitter,
+        )
+        await self.recorder.record(
+            Failure(
+                job_id=job.id,
+                attempt=claim.attempt,
+                started_at=started,
+                finished_at=finished,
+                error=error[:10_000],
+                retry_delay=delay,
+            )
+        )
+
+    @staticmethod
+    async def _call(handler: Handler, job: Job) -> Any:
+        if handler.is_async:
+            return await handler.func(job)
+        # A plain function runs in a thread so it cannot block the event loop. A thread
+        # cannot be killed: past its timeout the attempt fails, the thread runs on.
+        return await asyncio.to_thread(handler.func, job)
+
+    # --- heartbeat ----------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.visibility_timeout / 3
+        ttl = max(1, int(self.settings.visibility_timeout))
+        while True:
+            try:
+                await self._beat(ttl)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def _beat(self, ttl: int) -> None:
+        ids = list(self._inflight)
+        if ids:
+            held = await self.store.renew_leases(
+                ids, self.worker_id, self.settings.visibility_timeout
+            )
+            for job_id in set(ids) - held:
+                if job_id in self._inflight:
+                    log.warning("job %s: lease lost; its outcome will be discarded", job_id)
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.worker_heartbeat(self.worker_id), str(now), ex=ttl)
+            pipe.zadd(self.keys.workers_index(), {self.worker_id: now})
+            await pipe.execute()
+
+    # --- shutdown -----------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        tasks = [f.task for f in self._inflight.values()]
+        if tasks:
+            log.info(
+                "waiting up to %.0fs for %d in-flight jobs",
+                self.settings.shutdown_grace_period,
+                len(tasks),
+            )
+            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_period)
+        unfinished = list(self._inflight.values())
+        for f in unfinished:
+            f.task.cancel()
+        for f in unfinished:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await f.task
+        await self.recorder.close()
+        if unfinished:
+            try:
+                released = await self.store.release(
+                    self.worker_id,
+                    [(f.claim.id, f.claim.attempt, f.started_at) for f in unfinished],
+                )
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for f in unfinished:
+                        if f.claim.id in released:
+                            self.state.requeued(pipe, f.claim.id, f.claim.attempt - 1)
+                    await pipe.execute()
+                log.warning("handed back %d unfinished jobs", len(released))
+            except Exception:
+                log.exception("could not hand back unfinished jobs; their leases will expire")
