@@ -1,0 +1,44 @@
+# The single definition of how to set up, run, test and check the project.
+# The README and CI call these targets; nothing needs to be done by hand first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install db run worker migrator test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+db: install  ## create the database if missing and apply migrations
+	$(PY) -m app.db.setup
+
+run: db  ## the API on http://127.0.0.1:8000 with the migrator and a worker embedded
+	$(PY) -m app --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+
+worker: db  ## workers only (scale out)
+	$(PY) -m app.worker
+
+migrator: db  ## the migrator only
+	$(PY) -m app.migrator
+
+test: install  ## the whole suite, on its own database and Redis prefix
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy app tests
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
