@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         "hq:", description="Prefix of every Redis key, so tenants and test runs can share a server."
     )
-    db_pool_min_size: int = Field(2, ge=1)
-    db_pool_max_size: int = Field(10, ge=1)
+    db_pool_min_size: int = Field(2, ge=1, description="Connections a process keeps open.")
+    db_pool_max_size: int = Field(10, ge=1, description="Most connections a process opens.")
     db_command_timeout: float = Field(
         10.0, gt=0, description="Seconds before a PostgreSQL statement or connect gives up."
     )
@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     )
 
     # Migrator
-    migrator_batch_size: int = Field(500, ge=1, le=10_000)
+    migrator_batch_size: int = Field(
+        500, ge=1, le=10_000, description="Jobs moved per transaction and Redis pipeline."
+    )
     migrator_poll_interval: float = Field(
         5.0, gt=0, description="Longest sleep of the migrator when no job wakes it."
     )
@@ -91,7 +93,7 @@ class Settings(BaseSettings):
     job_hash_ttl: int = Field(
         86_400, ge=1, description="Seconds a job:<id> hash lives after a terminal state."
     )
-    log_level: str = Field("INFO")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("handler_modules", "worker_queues", mode="before")
     @classmethod
@@ -118,6 +120,8 @@ class Settings(BaseSettings):
             raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
         if self.backoff_base > self.backoff_max:
             raise ValueError("backoff_base must not exceed backoff_max")
+        if self.worker_fetch_timeout >= self.visibility_timeout:
+            raise ValueError("worker_fetch_timeout must be shorter than visibility_timeout")
         return self
 
     @property
