@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -40,7 +41,7 @@ async def serve(settings: Settings, build: Callable[[Runtime], BackgroundService
         await services.wait()
 
 
-def run(main: Callable[[], Awaitable[None]], settings: Settings) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> None:
     configure_logging(settings.log_level)
     try:
         import uvloop

@@ -77,7 +77,7 @@ async def open_runtime(
     settings: Settings, registry: HandlerRegistry | None = None
 ) -> AsyncIterator[Runtime]:
     """Import handler modules, open the pools, register the handlers' queues; close all."""
-    registry = registry or default_registry
+    registry = registry if registry is not None else default_registry
     load_handler_modules(settings.handler_modules)
     pool = await create_pool(
         settings.database_url,

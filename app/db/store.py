@@ -11,10 +11,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# A plain connection or one borrowed from a pool (a string: the proxy is generic only
+# in the type stubs).
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -333,7 +338,7 @@ class JobStore:
 
     @staticmethod
     async def move_due_jobs(
-        conn: asyncpg.Connection, limit: int, queue_names: Sequence[str]
+        conn: Connection, limit: int, queue_names: Sequence[str]
     ) -> list[MovedJob]:
         """Lock and mark up to `limit` due jobs, inside the caller's open transaction."""
         rows = await conn.fetch(MOVE_DUE_JOBS, limit, list(queue_names))

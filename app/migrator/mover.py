@@ -60,6 +60,8 @@ class Migrator:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        # Set while the loop sleeps waiting for a notification or a timer (tests watch it).
+        self.asleep = asyncio.Event()
         self.total_moved = 0
 
     def stop(self) -> None:
@@ -89,7 +91,8 @@ class Migrator:
                 for key in self.keys.queue_lists(q):
                     pipe.llen(key)
             lengths = await pipe.execute()
-        eligible, full = [], []
+        eligible: list[str] = []
+        full: list[str] = []
         for i, q in enumerate(queues):
             depth = sum(lengths[3 * i : 3 * i + 3])
             (full if depth >= self.settings.redis_queue_max_depth else eligible).append(q)
@@ -139,7 +142,9 @@ class Migrator:
                     await wait_any(self._stop, timeout=delay)
                     continue
                 if timeout > 0:
+                    self.asleep.set()
                     await wait_any(self._wake, self._stop, timeout=timeout)
+                    self.asleep.clear()
         finally:
             await self._close_listener()
             log.info("migrator stopped after moving %d jobs", self.total_moved)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -205,7 +206,7 @@ class Worker:
                 claim=c, job=job, task=task, started_at=datetime.now(UTC)
             )
             self.jobs_started += 1
-            task.add_done_callback(lambda _t, job_id=c.id: self._finished(job_id))
+            task.add_done_callback(functools.partial(self._finished, c.id))
 
     async def _claim(self, job_ids: list[uuid.UUID]) -> list[Claim] | None:
         """Claim, retrying while PostgreSQL is unreachable; the copies stay migrated."""
@@ -225,7 +226,7 @@ class Worker:
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
                 await wait_any(self._stop, timeout=delay)
 
-    def _finished(self, job_id: uuid.UUID) -> None:
+    def _finished(self, job_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
         self._slot_free.set()
 
