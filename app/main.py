@@ -45,7 +45,8 @@ def create_app(
                     worker = runtime.worker()
                 else:
                     log.warning("EMBED_WORKER is on but no handler is registered: no worker")
-            services = BackgroundServices(migrator, worker)
+            maintenance = runtime.maintenance() if settings.embed_migrator else None
+            services = BackgroundServices(migrator, worker, maintenance)
             services.start()
             try:
                 yield

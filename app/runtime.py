@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from app.db.store import JobStore, create_pool
 from app.keys import Keys
+from app.maintenance import Maintenance, PeriodicTask
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
@@ -55,6 +56,11 @@ class Runtime:
 
     def migrator(self) -> Migrator:
         return Migrator(store=self.store, redis=self.redis, keys=self.keys, settings=self.settings)
+
+    def maintenance(self) -> Maintenance:
+        """The periodic tasks that run beside every migrator."""
+        tasks: list[PeriodicTask] = []
+        return Maintenance(tasks)
 
 
 async def warn_if_redis_can_evict(redis: aioredis.Redis) -> None:
@@ -104,22 +110,33 @@ async def open_runtime(
 
 
 class BackgroundServices:
-    """Runs a migrator and/or a worker as tasks and stops them gracefully."""
+    """Runs a migrator (with its maintenance tasks) and/or a worker as tasks, and stops
+    them gracefully."""
 
-    def __init__(self, migrator: Migrator | None, worker: Worker | None) -> None:
+    def __init__(
+        self,
+        migrator: Migrator | None,
+        worker: Worker | None,
+        maintenance: Maintenance | None = None,
+    ) -> None:
         self.migrator = migrator
         self.worker = worker
+        self.maintenance = maintenance
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         if self.migrator is not None:
             self._tasks.append(asyncio.create_task(self.migrator.run(), name="migrator"))
+        if self.maintenance is not None:
+            self._tasks.append(asyncio.create_task(self.maintenance.run(), name="maintenance"))
         if self.worker is not None:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
 
     def stop(self) -> None:
         if self.migrator is not None:
             self.migrator.stop()
+        if self.maintenance is not None:
+            self.maintenance.stop()
         if self.worker is not None:
             self.worker.stop()
 

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
 
     def build(rt: Runtime) -> BackgroundServices:
-        return BackgroundServices(rt.migrator(), None)
+        return BackgroundServices(rt.migrator(), None, rt.maintenance())
 
     run(lambda: serve(settings, build), settings)
 
