@@ -86,6 +86,18 @@ class Settings(BaseSettings):
         20_000, ge=1, description="A queue with this many jobs in Redis is not filled further."
     )
 
+    # Maintenance (runs beside every migrator)
+    maintenance_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between passes of lease rescue and Redis reconciliation.",
+    )
+    stale_migrated_after: float = Field(
+        60.0,
+        gt=0,
+        description="A job migrated this long ago and in no Redis list is queued again.",
+    )
+
     # API
     max_payload_bytes: int = Field(
         256 * 1024, ge=1, description="Largest job payload, in bytes of JSON (413 above it)."

@@ -30,7 +30,8 @@ class FieldError(Exception):
 
 UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,
     ConnectionError,
     OSError,

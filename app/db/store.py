@@ -295,12 +295,96 @@ FROM released
 RETURNING job_id
 """
 
-# Jobs popped from Redis but not yet claimed go back to queued when a worker stops.
-UNMIGRATE_JOBS = """
+
+# Running jobs whose lease expired (their worker died or stalled): each is a failed
+# attempt with its own job_logs row, then retried by run_at or failed, as usual. The
+# retry delay of attempt n is $3[n] (computed by app.backoff; the last entry repeats).
+RESCUE_EXPIRED_LEASES = """
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), done AS (
+    UPDATE jobs j SET
+        status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+        run_at = CASE WHEN j.attempt_count >= j.max_attempts THEN j.run_at
+                      ELSE now() + make_interval(secs =>
+                          ($2::float8[])[LEAST(j.attempt_count, cardinality($2::float8[]))])
+                 END,
+        failed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() END,
+        last_error_message =
+            'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped responding',
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM expired e
+    WHERE j.id = e.id AND j.status = 'running' AND j.lease_expires_at < now()
+    RETURNING j.id, j.status, j.attempt_count, j.worker_id, j.started_at, j.run_at,
+              j.last_error_message
+), logged AS (
+    INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
+                          started_at, finished_at, duration)
+    SELECT id, 'failed',
+           last_error_message || CASE WHEN status = 'failed' THEN ' (attempts exhausted)'
+                                      ELSE ' (retry at ' || run_at::text || ')' END,
+           attempt_count, worker_id, started_at, now(), now() - started_at
+    FROM done
+)
+SELECT id, status, attempt_count, last_error_message FROM done
+"""
+
+# Redis lost its data: every job it held goes back to queued; the migrator (woken by
+# the NOTIFY trigger) pushes them again at once.
+REQUEUE_ALL_MIGRATED = """
 UPDATE jobs SET status = 'queued', updated_at = now()
-WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis'
+WHERE status = 'migrated_to_redis'
 RETURNING id
 """
+
+# Jobs migrated long ago: candidates for "popped but never claimed". The message is
+# rebuilt exactly as the migrator built it, so the caller can look for it with LPOS.
+STALE_MIGRATED = """
+SELECT id, queue_name, priority, updated_at,
+    json_build_object(
+        'id', id,
+        'queue_name', queue_name,
+        'priority', priority,
+        'payload', payload,
+        'created_at', created_at,
+        'attempt_count', attempt_count,
+        'max_attempts', max_attempts
+    )::text AS message
+FROM jobs
+WHERE status = 'migrated_to_redis' AND updated_at < now() - make_interval(secs => $1)
+ORDER BY updated_at
+LIMIT $2
+"""
+
+REQUEUE_MIGRATED = """
+UPDATE jobs SET status = 'queued', updated_at = now()
+FROM unnest($1::uuid[], $2::timestamptz[]) AS t(id, seen_updated_at)
+WHERE jobs.id = t.id AND jobs.status = 'migrated_to_redis'
+  AND jobs.updated_at = t.seen_updated_at
+RETURNING jobs.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StaleMigrated:
+    id: uuid.UUID
+    queue_name: str
+    priority: int
+    updated_at: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RescuedJob:
+    id: uuid.UUID
+    status: str  # queued (retry scheduled) or failed
+    attempt: int
+    error: str
 
 
 class JobStore:
@@ -426,9 +510,34 @@ class JobStore:
         )
         return {r["job_id"] for r in rows}
 
-    async def unmigrate(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """migrated_to_redis -> queued for copies a stopping worker popped but did not claim."""
-        if not job_ids:
+    async def rescue_expired_leases(
+        self, limit: int, retry_delays: Sequence[float]
+    ) -> list[RescuedJob]:
+        """Fail the attempts of running jobs whose lease expired; retry or fail them."""
+        rows = await self.pool.fetch(RESCUE_EXPIRED_LEASES, limit, list(retry_delays))
+        return [
+            RescuedJob(
+                id=r["id"],
+                status=r["status"],
+                attempt=r["attempt_count"],
+                error=r["last_error_message"],
+            )
+            for r in rows
+        ]
+
+    async def requeue_all_migrated(self) -> int:
+        """migrated_to_redis -> queued for every job (Redis lost its data)."""
+        return len(await self.pool.fetch(REQUEUE_ALL_MIGRATED))
+
+    async def stale_migrated(self, older_than: float, limit: int) -> list[StaleMigrated]:
+        rows = await self.pool.fetch(STALE_MIGRATED, older_than, limit)
+        return [StaleMigrated(**dict(r)) for r in rows]
+
+    async def requeue_migrated(self, jobs: Sequence[StaleMigrated]) -> set[uuid.UUID]:
+        """Queue these again unless they moved on since they were read."""
+        if not jobs:
             return set()
-        rows = await self.pool.fetch(UNMIGRATE_JOBS, list(job_ids))
+        rows = await self.pool.fetch(
+            REQUEUE_MIGRATED, [j.id for j in jobs], [j.updated_at for j in jobs]
+        )
         return {r["id"] for r in rows}

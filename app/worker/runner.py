@@ -108,14 +108,18 @@ class Worker:
             " (burst)" if self.burst else "",
         )
         self.recorder.start()
-        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat")
+        heartbeat_stop = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            self._heartbeat_loop(heartbeat_stop), name="worker-heartbeat"
+        )
         try:
             await self._fetch_loop()
         finally:
             await self._shutdown()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            # Stop by event, not by cancel: a client library may swallow a cancellation
+            # in the middle of a call and leave the task asleep.
+            heartbeat_stop.set()
+            await heartbeat
             with contextlib.suppress(Exception):
                 await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
                 await self.redis.zrem(self.keys.workers_index(), self.worker_id)
@@ -290,15 +294,17 @@ class Worker:
 
     # --- heartbeat ----------------------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        """Renew the leases of in-flight jobs and the worker's heartbeat key every third
+        of the visibility timeout, until `stop` is set."""
         interval = self.settings.visibility_timeout / 3
         ttl = max(1, int(self.settings.visibility_timeout))
-        while True:
+        while not stop.is_set():
             try:
                 await self._beat(ttl)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(interval)
+            await wait_any(stop, timeout=interval)
 
     async def _beat(self, ttl: int) -> None:
         ids = list(self._inflight)
@@ -329,9 +335,9 @@ class Worker:
         unfinished = list(self._inflight.values())
         for f in unfinished:
             f.task.cancel()
-        for f in unfinished:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await f.task
+        if unfinished:
+            # A handler that swallows the cancellation is not waited for long.
+            await asyncio.wait([f.task for f in unfinished], timeout=5)
         await self.recorder.close()
         if unfinished:
             try:
