@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install db run worker migrator test lint format clean
+.PHONY: install db run worker migrator test lint format clean up down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+COMPOSE := docker compose -f docker/compose.yaml
+
+up:  ## production stack in Docker (needs POSTGRES_PASSWORD and REDIS_PASSWORD)
+	$(COMPOSE) up -d --build
+
+down:  ## stop the Docker stack (named volumes are kept)
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
