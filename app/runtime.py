@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 from app.db.store import JobStore, create_pool
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
+from app.maintenance.reconcile import RedisReconciler
+from app.maintenance.rescue import LeaseRescue
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
@@ -59,7 +61,10 @@ class Runtime:
 
     def maintenance(self) -> Maintenance:
         """The periodic tasks that run beside every migrator."""
-        tasks: list[PeriodicTask] = []
+        tasks: list[PeriodicTask] = [
+            LeaseRescue(self.store, self.settings),
+            RedisReconciler(self.store, self.redis, self.keys, self.settings),
+        ]
         return Maintenance(tasks)
 
 

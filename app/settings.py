@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         description="A job migrated this long ago and in no Redis list is queued again.",
     )
 
+    fault_injection_commit_delay: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Testing only: seconds the migrator waits between its Redis push and "
+        "its commit, to widen the crash window in fault-injection tests. Keep 0.",
+    )
+
     # API
     max_payload_bytes: int = Field(
         256 * 1024, ge=1, description="Largest job payload, in bytes of JSON (413 above it)."

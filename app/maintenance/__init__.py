@@ -40,8 +40,6 @@ class Maintenance:
         self._wake.set()
 
     async def run(self) -> None:
-        if not self.tasks:
-            return
         next_run = {t.name: 0.0 for t in self.tasks}
         while not self._stop.is_set():
             if self._wake.is_set():
@@ -58,5 +56,5 @@ class Maintenance:
                 except Exception as exc:
                     log.warning("maintenance task %s failed: %s", task.name, exc)
                 next_run[task.name] = time.monotonic() + task.interval
-            delay = max(0.0, min(next_run.values()) - time.monotonic())
+            delay = max(0.0, min(next_run.values(), default=60.0) - time.monotonic())
             await wait_any(self._stop, self._wake, timeout=delay)

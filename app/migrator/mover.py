@@ -103,6 +103,8 @@ class Migrator:
             jobs = await self.store.move_due_jobs(conn, self.settings.migrator_batch_size, queues)
             if jobs:
                 await self._push(jobs)
+                if self.settings.fault_injection_commit_delay:
+                    await asyncio.sleep(self.settings.fault_injection_commit_delay)
         self.total_moved += len(jobs)
         if jobs:
             log.debug("moved %d jobs to Redis", len(jobs))

@@ -1,0 +1,180 @@
+"""Chaos scenarios: 1,000 jobs through real processes while faults hit them. Each ends
+with the same checks (Cluster.verify): every job completed in PostgreSQL with exactly one
+completed job_logs row, the handler ran at least once for every job, and nothing is left
+in the Redis lists. Each prints its figures (pytest -s shows them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from app.db.setup import upgrade
+from app.settings import Settings
+from tests.support.chaos import QUEUE, Cluster, post_during_outage, wait_until
+from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+
+N = 1000
+
+
+@pytest.fixture
+async def cluster(
+    database_url: str, clean_db: None, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    c = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path)
+    yield c
+    c.stop_all()
+    client = aioredis.Redis.from_url(c.redis_url)
+    keys = [k async for k in client.scan_iter(match=f"{c.prefix}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    with PrivateRedis() as server:
+        yield server
+
+
+def report(name: str, r: object) -> None:
+    print(f"\n[{name}] {r.line()}  faults: {', '.join(r.faults)}")  # type: ignore[attr-defined]
+
+
+async def test_kill_9_a_worker_three_times(cluster: Cluster) -> None:
+    await cluster.create_queue()
+    started = time.monotonic()
+    ids = await cluster.create_jobs(N)
+    cluster.start_migrator()
+    cluster.start_worker("worker-1")
+    cluster.start_worker("worker-2")
+    for k, victim in enumerate(["worker-1", "worker-2", "worker-1"], start=1):
+        await cluster.wait_completed(k * N // 5, timeout=60)
+        cluster.kill9(victim)
+        cluster.start_worker(victim)
+    await cluster.wait_completed(N, timeout=60)
+    r = await cluster.verify(ids, started)
+    codes = cluster.stop_all()
+    assert set(codes.values()) == {0}, codes
+    report("kill -9 worker x3", r)
+
+
+async def test_redis_flushall_while_jobs_run(
+    database_url: str, clean_db: None, tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    cluster = Cluster(database_url, private_redis.url, tmp_path)
+    try:
+        await cluster.create_queue()
+        started = time.monotonic()
+        ids = await cluster.create_jobs(N)
+        cluster.start_migrator()
+        cluster.start_worker("worker-1")
+        cluster.start_worker("worker-2")
+        await cluster.wait_completed(N // 3, timeout=60)
+        client = aioredis.Redis.from_url(private_redis.url)
+        depth = await cluster.redis_depth(client)
+        await client.flushall()
+        await client.aclose()
+        cluster.fault(f"FLUSHALL with {depth} jobs in Redis lists")
+        await cluster.wait_completed(N, timeout=60)
+        r = await cluster.verify(ids, started)
+        assert set(cluster.stop_all().values()) == {0}
+        report("FLUSHALL", r)
+    finally:
+        cluster.stop_all()
+
+
+async def test_redis_server_restart_while_jobs_run(
+    database_url: str, clean_db: None, tmp_path: Path, private_redis: PrivateRedis
+) -> None:
+    cluster = Cluster(database_url, private_redis.url, tmp_path)
+    try:
+        await cluster.create_queue()
+        started = time.monotonic()
+        ids = await cluster.create_jobs(N)
+        cluster.start_migrator()
+        cluster.start_worker("worker-1")
+        cluster.start_worker("worker-2")
+        await cluster.wait_completed(N // 3, timeout=60)
+        private_redis.restart()  # no persistence: it comes back empty
+        cluster.fault("redis-server restart (data lost)")
+        await cluster.wait_completed(N, timeout=60)
+        r = await cluster.verify(ids, started)
+        assert set(cluster.stop_all().values()) == {0}
+        report("Redis restart", r)
+    finally:
+        cluster.stop_all()
+
+
+async def test_postgres_restart_while_jobs_run(tmp_path: Path) -> None:
+    with PrivatePostgres() as pg, PrivateRedis() as server:
+        conn = await asyncpg.connect(pg.dsn())
+        await conn.execute("CREATE DATABASE chaos")
+        await conn.close()
+        dsn = pg.dsn("chaos")
+        upgrade(Settings(database_url=dsn).sqlalchemy_url)
+        cluster = Cluster(dsn, server.url, tmp_path)
+        port = free_port()
+        try:
+            await cluster.create_queue()
+            started = time.monotonic()
+            ids = await cluster.create_jobs(N)
+            cluster.start_api(port)
+            cluster.start_worker("worker-1")
+            cluster.start_worker("worker-2")
+            await cluster.wait_completed(N // 3, timeout=60)
+            pg.stop("fast")
+            cluster.fault("PostgreSQL restart")
+            # While it is down the API answers 503 with a JSON error: never a 500, no hang.
+            t0 = time.monotonic()
+            codes = await post_during_outage(port)
+            assert set(codes) == {503}, codes
+            assert time.monotonic() - t0 < 30
+            pg.start()
+            await cluster.wait_completed(N, timeout=90)
+            r = await cluster.verify(ids, started)
+            assert set(cluster.stop_all().values()) == {0}
+            report("PostgreSQL restart", r)
+        finally:
+            cluster.stop_all()
+
+
+async def test_kill_9_the_migrator_in_the_middle_of_a_batch(cluster: Cluster) -> None:
+    await cluster.create_queue()
+    started = time.monotonic()
+    ids = await cluster.create_jobs(N)
+    client = aioredis.Redis.from_url(cluster.redis_url)
+    conn = await cluster.connect()
+    try:
+        # The migrator pushes a batch, then waits before its commit: the crash window.
+        cluster.start_migrator(FAULT_INJECTION_COMMIT_DELAY="30")
+        cluster.start_worker("worker-1")
+        cluster.start_worker("worker-2")
+
+        async def pushed_not_committed() -> bool:
+            hashes = await client.exists(*[cluster.keys.job(str(i)) for i in ids[:50]])
+            queued = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE queue_name = $1 AND status = 'queued'", QUEUE
+            )
+            return bool(hashes) and queued == N
+
+        await wait_until(pushed_not_committed, 30, "a pushed, uncommitted batch")
+        cluster.kill9("migrator")
+        # The batch was never committed: PostgreSQL still has every job queued.
+        assert await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE queue_name = $1 AND status = 'queued'", QUEUE
+        ) == N
+        cluster.start_migrator("migrator-2")
+        await cluster.wait_completed(N, timeout=60)
+    finally:
+        await conn.close()
+        await client.aclose()
+    r = await cluster.verify(ids, started)
+    assert set(cluster.stop_all().values()) - {-9} == {0}
+    report("kill -9 migrator mid-batch", r)
