@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+# An ISO 8601 time starts with its date, YYYY-MM-DD.
+ISO_8601_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 1000
@@ -54,6 +58,17 @@ class JobCreate(BaseModel):
         "Omitted: now.",
     )
     max_attempts: int = Field(3, ge=1, le=MAX_ATTEMPTS_MAX, description="Attempts before failing.")
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_iso_8601(cls, value: object) -> object:
+        # pydantic also reads a number, or a string of digits, as a Unix time: "20261128"
+        # would schedule the job on 1970-08-23 instead of being refused.
+        if value is not None and not (isinstance(value, str) and ISO_8601_DATE.match(value)):
+            raise ValueError(
+                "must be an ISO 8601 time with a UTC offset, e.g. 2026-11-28T09:00:00Z"
+            )
+        return value
 
 
 class JobCreated(BaseModel):
