@@ -42,7 +42,8 @@ async def ready(rt: RuntimeDep) -> JSONResponse:
             await asyncio.wait_for(check(), READY_TIMEOUT)
             checks[name] = "ok"
         except Exception as exc:
-            checks[name] = f"error: {exc!s}"[:200] or f"error: {type(exc).__name__}"
+            # A timeout's message is empty: then its type is the reason.
+            checks[name] = f"error: {str(exc) or type(exc).__name__}"[:200]
     ok = all(v == "ok" for v in checks.values())
     body = ReadyOut(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
