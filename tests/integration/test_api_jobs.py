@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -294,3 +296,40 @@ async def test_get_a_malformed_id_is_422_naming_the_id(api: ServedApp, job_id: s
     assert response.status_code == 422
     errors = ValidationErrorOut.model_validate(response.json()).detail
     assert [e.loc for e in errors] == [["path", "job_id"]]
+
+
+# --- PostgreSQL going away under a request ----------------------------------------------
+
+
+async def test_create_is_503_when_postgresql_ends_the_connection_mid_request(
+    api: ServedApp, db: asyncpg.Connection, database_url: str
+) -> None:
+    """What a PostgreSQL restart does to a request in flight: the server ends the session
+    (57P01). The client is told to retry (503), not that the server broke (500)."""
+    await db.execute("INSERT INTO job_queues (name) VALUES ('t-locked')")
+    # Hold the queue row so that the insert's foreign-key check waits on it.
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM job_queues WHERE name = 't-locked' FOR UPDATE")
+        request = asyncio.create_task(
+            api.client.post("/jobs", json=job_body(queue_name="t-locked"))
+        )
+        waiting_pid = await wait_for_backend_waiting_on_a_lock(db)
+        await db.execute("SELECT pg_terminate_backend($1)", waiting_pid)
+        response = await asyncio.wait_for(request, 10)
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert await count_jobs(database_url) == 0
+
+
+async def wait_for_backend_waiting_on_a_lock(db: asyncpg.Connection) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid: int | None = await db.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("the request never waited on the locked queue row")
