@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RuntimeDep
-from app.api.schemas import HealthOut, ReadyOut
+from app.api.schemas import READY_RESPONSES, HealthOut, ReadyOut
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -16,7 +16,11 @@ READY_TIMEOUT = 2.0
 
 
 @router.get(
-    "", response_model=HealthOut, summary="Liveness", description="No I/O: the process is up."
+    "",
+    response_model=HealthOut,
+    summary="Liveness",
+    description="No I/O: the process is up.",
+    response_description="The process is up.",
 )
 async def health() -> HealthOut:
     return HealthOut(status="ok")
@@ -27,7 +31,8 @@ async def health() -> HealthOut:
     response_model=ReadyOut,
     summary="Readiness",
     description="Checks PostgreSQL and Redis; 503 names the one that failed.",
-    responses={503: {"model": ReadyOut, "description": "PostgreSQL or Redis is unavailable."}},
+    response_description="PostgreSQL and Redis both answer.",
+    responses=READY_RESPONSES,
 )
 async def ready(rt: RuntimeDep) -> JSONResponse:
     async def check_postgres() -> None:
