@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,8 @@ import pytest
 from app.api.schemas import JobStatusOut, MessageOut, ValidationErrorOut
 from app.settings import Settings
 from tests.conftest import delete_prefix
-from tests.support.api import ServedApp, api_only, count_jobs, serve_app
+from tests.support.api import ServedApp, api_only, serve_app
+from tests.support.db import count_jobs, wait_for_a_lock_wait
 
 PAYLOAD_LIMIT = 1024
 
@@ -313,23 +313,10 @@ async def test_create_is_503_when_postgresql_ends_the_connection_mid_request(
         request = asyncio.create_task(
             api.client.post("/jobs", json=job_body(queue_name="t-locked"))
         )
-        waiting_pid = await wait_for_backend_waiting_on_a_lock(db)
+        waiting_pid = await wait_for_a_lock_wait(db)
         await db.execute("SELECT pg_terminate_backend($1)", waiting_pid)
         response = await asyncio.wait_for(request, 10)
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert await count_jobs(database_url) == 0
-
-
-async def wait_for_backend_waiting_on_a_lock(db: asyncpg.Connection) -> int:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pid: int | None = await db.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        )
-        if pid is not None:
-            return pid
-        await asyncio.sleep(0.01)
-    raise AssertionError("the request never waited on the locked queue row")

@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import asyncpg
 import httpx
 from fastapi import FastAPI
 
@@ -43,12 +42,3 @@ async def serve_app(
 def api_only(settings: Settings, **overrides: object) -> Settings:
     """`settings` without the embedded migrator and worker: requests alone act."""
     return settings.model_copy(update={"embed_migrator": False, "embed_worker": False, **overrides})
-
-
-async def count_jobs(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        count: int = await conn.fetchval("SELECT count(*) FROM jobs")
-        return count
-    finally:
-        await conn.close()
