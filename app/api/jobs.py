@@ -58,7 +58,7 @@ async def create_job(
         raise FieldError(422, "queue_name", f"unknown queue {body.queue_name!r}", "unknown_queue")
     return JobCreated(
         job_id=created.id,
-        status=created.status,  # type: ignore[arg-type]
+        status=created.status,
         queue_name=created.queue_name,
         priority=created.priority,
     )
@@ -80,12 +80,12 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         cached = await rt.redis.hgetall(rt.keys.job(str(job_id)))
     except Exception:
         cached = {}  # Redis is a cache here: PostgreSQL's answer stands on its own.
-    redis_status = cached.get(b"status", b"").decode() or "not_in_redis"
-    worker_id = cached.get(b"worker_id", b"").decode() or job.worker_id
+    redis_status = _text(cached.get(b"status", b"")) or "not_in_redis"
+    worker_id = _text(cached.get(b"worker_id", b"")) or job.worker_id
     return JobStatusOut(
         job_id=job.id,
         queue_name=job.queue_name,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         priority=job.priority,
         attempt_count=job.attempt_count,
         max_attempts=job.max_attempts,
@@ -98,3 +98,8 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         redis_status=redis_status,
         worker_id=worker_id,
     )
+
+
+def _text(value: bytes | str) -> str:
+    """A value of the job hash (bytes: the client does not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else value
