@@ -307,15 +307,19 @@ async def test_create_is_503_when_postgresql_ends_the_connection_mid_request(
     """What a PostgreSQL restart does to a request in flight: the server ends the session
     (57P01). The client is told to retry (503), not that the server broke (500)."""
     await db.execute("INSERT INTO job_queues (name) VALUES ('t-locked')")
-    # Hold the queue row so that the insert's foreign-key check waits on it.
-    async with db.transaction():
-        await db.execute("SELECT 1 FROM job_queues WHERE name = 't-locked' FOR UPDATE")
-        request = asyncio.create_task(
-            api.client.post("/jobs", json=job_body(queue_name="t-locked"))
-        )
-        waiting_pid = await wait_for_a_lock_wait(db)
-        await db.execute("SELECT pg_terminate_backend($1)", waiting_pid)
-        response = await asyncio.wait_for(request, 10)
+    holder = await asyncpg.connect(database_url)
+    try:
+        # Hold the queue row so that the insert's foreign-key check waits on it.
+        async with holder.transaction():
+            await holder.execute("SELECT 1 FROM job_queues WHERE name = 't-locked' FOR UPDATE")
+            request = asyncio.create_task(
+                api.client.post("/jobs", json=job_body(queue_name="t-locked"))
+            )
+            waiting_pid = await wait_for_a_lock_wait(db)
+            await db.execute("SELECT pg_terminate_backend($1)", waiting_pid)
+            response = await asyncio.wait_for(request, 10)
+    finally:
+        await holder.close()
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"

@@ -18,7 +18,11 @@ async def count_jobs(database_url: str) -> int:
 
 
 async def wait_for_a_lock_wait(db: asyncpg.Connection, timeout: float = 10) -> int:
-    """The pid of another session of this database once it waits on a lock."""
+    """The pid of another session of this database once it waits on a lock.
+
+    `db` must be outside a transaction: pg_stat_activity is read once per transaction.
+    """
+    assert not db.is_in_transaction()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid: int | None = await db.fetchval(
