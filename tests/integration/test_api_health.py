@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from app.api.schemas import ReadyOut
@@ -60,6 +61,14 @@ async def scratch_database_url() -> AsyncIterator[str]:
         await drop_database(name)
 
 
+def unready_checks(response: httpx.Response) -> dict[str, str]:
+    """The checks of a readiness answer that must be a 503 "unavailable"."""
+    assert response.status_code == 503
+    body = ReadyOut.model_validate(response.json())
+    assert body.status == "unavailable"
+    return body.checks
+
+
 async def test_liveness_and_readiness_answer_ok(settings: Settings) -> None:
     async with serve_app(api_only(settings)) as served:
         live = await served.client.get("/health")
@@ -81,12 +90,10 @@ async def test_ready_is_503_naming_redis_when_nothing_listens_on_its_port(
             ready = await served.client.get("/health/ready")
             live = await served.client.get("/health")
 
-    assert ready.status_code == 503
-    body = ReadyOut.model_validate(ready.json())
-    assert body.status == "unavailable"
-    assert body.checks["postgres"] == "ok"
-    assert body.checks["redis"].startswith("error: ")
-    assert f"127.0.0.1:{port}" in body.checks["redis"]  # which server could not be reached
+    checks = unready_checks(ready)
+    assert checks["postgres"] == "ok"
+    assert checks["redis"].startswith("error: ")
+    assert f"127.0.0.1:{port}" in checks["redis"]  # which server could not be reached
     assert live.status_code == 200  # liveness does no I/O
 
 
@@ -99,8 +106,7 @@ async def test_ready_is_503_with_a_reason_when_redis_hangs(settings: Settings) -
             ready = await served.client.get("/health/ready")
             elapsed = time.monotonic() - started
 
-    assert ready.status_code == 503
-    checks = ready.json()["checks"]
+    checks = unready_checks(ready)
     assert checks["postgres"] == "ok"
     # A timeout's message is empty: the check must still say what went wrong.
     assert checks["redis"] == "error: TimeoutError"
@@ -119,10 +125,8 @@ async def test_ready_is_503_naming_postgres_once_its_database_is_gone(
         ready = await served.client.get("/health/ready")
         live = await served.client.get("/health")
 
-    assert ready.status_code == 503
-    body = ReadyOut.model_validate(ready.json())
-    assert body.status == "unavailable"
-    assert body.checks["redis"] == "ok"
-    assert body.checks["postgres"].startswith("error: ")
-    assert "does not exist" in body.checks["postgres"]
+    checks = unready_checks(ready)
+    assert checks["redis"] == "ok"
+    assert checks["postgres"].startswith("error: ")
+    assert "does not exist" in checks["postgres"]
     assert live.status_code == 200

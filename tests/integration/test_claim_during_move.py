@@ -5,9 +5,12 @@ job stays migrated_to_redis with no copy anywhere: lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+from asyncpg.transaction import Transaction
 
 from app.db.store import Claim, JobStore, NewJob
 from app.runtime import Runtime
@@ -30,9 +33,12 @@ async def claim_waiting_on_the_move(
     return claim
 
 
-async def test_a_claim_during_the_move_waits_for_its_commit_and_wins(
+@contextlib.asynccontextmanager
+async def a_claim_during_a_move(
     runtime: Runtime, database_url: str
-) -> None:
+) -> AsyncIterator[tuple[Transaction, asyncio.Task[list[Claim]], uuid.UUID]]:
+    """A job moved by a migrator whose transaction is still open, and a worker's claim
+    of it, seen waiting on the move's row locks."""
     created = await runtime.store.create_job(NewJob(queue_name=QUEUE, payload={}))
     assert created is not None
     migrator = await asyncpg.connect(database_url)
@@ -42,40 +48,34 @@ async def test_a_claim_during_the_move_waits_for_its_commit_and_wins(
         await move.start()
         moved = await JobStore.move_due_jobs(migrator, 10, [QUEUE])
         assert [m.id for m in moved] == [created.id]
-
         claim = await claim_waiting_on_the_move(runtime, created.id, observer)
-        await move.commit()
-        claims = await asyncio.wait_for(claim, 10)
-
-        assert [(c.id, c.attempt) for c in claims] == [(created.id, 1)]
-        job = await runtime.store.get_job(created.id)
-        assert job is not None
-        assert (job.status, job.worker_id, job.attempt_count) == ("running", "worker-a", 1)
+        yield move, claim, created.id
     finally:
         await migrator.close()
         await observer.close()
+
+
+async def test_a_claim_during_the_move_waits_for_its_commit_and_wins(
+    runtime: Runtime, database_url: str
+) -> None:
+    async with a_claim_during_a_move(runtime, database_url) as (move, claim, job_id):
+        await move.commit()
+        claims = await asyncio.wait_for(claim, 10)
+
+    assert [(c.id, c.attempt) for c in claims] == [(job_id, 1)]
+    job = await runtime.store.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.worker_id, job.attempt_count) == ("running", "worker-a", 1)
 
 
 async def test_a_claim_during_a_move_that_rolls_back_loses_and_the_job_stays_queued(
     runtime: Runtime, database_url: str
 ) -> None:
-    created = await runtime.store.create_job(NewJob(queue_name=QUEUE, payload={}))
-    assert created is not None
-    migrator = await asyncpg.connect(database_url)
-    observer = await asyncpg.connect(database_url)
-    try:
-        move = migrator.transaction()
-        await move.start()
-        await JobStore.move_due_jobs(migrator, 10, [QUEUE])
-
-        claim = await claim_waiting_on_the_move(runtime, created.id, observer)
+    async with a_claim_during_a_move(runtime, database_url) as (move, claim, job_id):
         await move.rollback()  # e.g. the Redis push failed
         claims = await asyncio.wait_for(claim, 10)
 
-        assert claims == []  # the pushed copy is dropped, not run
-        job = await runtime.store.get_job(created.id)
-        assert job is not None
-        assert (job.status, job.attempt_count) == ("queued", 0)  # the next move takes it
-    finally:
-        await migrator.close()
-        await observer.close()
+    assert claims == []  # the pushed copy is dropped, not run
+    job = await runtime.store.get_job(job_id)
+    assert job is not None
+    assert (job.status, job.attempt_count) == ("queued", 0)  # the next move takes it
