@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def main() -> None:
@@ -12,6 +19,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
+    # uvicorn stops gracefully on SIGTERM (the lifespan lets in-flight jobs finish), then
+    # restores the handler it found and raises the signal again, so that the process
+    # would end "killed by SIGTERM" (exit 143). The handler it finds is this one: a
+    # graceful stop exits 0, as the worker and migrator entrypoints do.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:factory",
         factory=True,

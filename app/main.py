@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from app.api import health, jobs
 from app.api.errors import install_error_handlers
+from app.api.schemas import restore_null_examples
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
 from app.runtime import BackgroundServices, open_runtime
@@ -63,6 +65,13 @@ def create_app(
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(health.router)
+
+    def openapi() -> dict[str, Any]:
+        document = FastAPI.openapi(app)  # built once, then cached
+        restore_null_examples(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -11,6 +11,8 @@ import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.api.schemas import UNAVAILABLE_DETAIL
+
 log = logging.getLogger("hybridq.api")
 
 
@@ -47,7 +49,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("dependency unavailable: %r", exc)
         return JSONResponse(
-            {"detail": "a backing service (PostgreSQL) is unavailable; retry later"},
+            {"detail": UNAVAILABLE_DETAIL},
             status_code=503,
             headers={"Retry-After": "1"},
         )

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RuntimeDep
-from app.api.schemas import HealthOut, ReadyOut
+from app.api.schemas import READY_RESPONSES, HealthOut, ReadyOut
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -16,7 +16,11 @@ READY_TIMEOUT = 2.0
 
 
 @router.get(
-    "", response_model=HealthOut, summary="Liveness", description="No I/O: the process is up."
+    "",
+    response_model=HealthOut,
+    summary="Liveness",
+    description="No I/O: the process is up.",
+    response_description="The process is up.",
 )
 async def health() -> HealthOut:
     return HealthOut(status="ok")
@@ -27,7 +31,8 @@ async def health() -> HealthOut:
     response_model=ReadyOut,
     summary="Readiness",
     description="Checks PostgreSQL and Redis; 503 names the one that failed.",
-    responses={503: {"model": ReadyOut, "description": "PostgreSQL or Redis is unavailable."}},
+    response_description="PostgreSQL and Redis both answer.",
+    responses=READY_RESPONSES,
 )
 async def ready(rt: RuntimeDep) -> JSONResponse:
     async def check_postgres() -> None:
@@ -42,7 +47,8 @@ async def ready(rt: RuntimeDep) -> JSONResponse:
             await asyncio.wait_for(check(), READY_TIMEOUT)
             checks[name] = "ok"
         except Exception as exc:
-            checks[name] = f"error: {exc!s}"[:200] or f"error: {type(exc).__name__}"
+            # A timeout's message is empty: then its type is the reason.
+            checks[name] = f"error: {str(exc) or type(exc).__name__}"[:200]
     ok = all(v == "ok" for v in checks.values())
     body = ReadyOut(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, status
 
 from app.api.deps import RuntimeDep
 from app.api.errors import FieldError
-from app.api.schemas import JobCreate, JobCreated, JobStatusOut, MessageOut, ValidationErrorOut
+from app.api.schemas import (
+    CREATE_JOB_EXAMPLES,
+    CREATE_JOB_RESPONSES,
+    GET_JOB_RESPONSES,
+    JobCreate,
+    JobCreated,
+    JobStatusOut,
+)
 from app.db.store import NewJob
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -25,17 +33,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
         "moves it to Redis when run_at is due, and a worker runs the queue's handler. A job "
         "for a paused queue is accepted and waits until the queue is resumed."
     ),
-    responses={
-        413: {"model": ValidationErrorOut, "description": "The payload is over MAX_PAYLOAD_BYTES."},
-        422: {
-            "model": ValidationErrorOut,
-            "description": "A field is invalid: unknown queue, payload not an object, "
-            "priority or max_attempts out of bounds, run_at not ISO 8601 with an offset.",
-        },
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable; nothing written."},
-    },
+    response_description="The job is stored, queued.",
+    responses=CREATE_JOB_RESPONSES,
 )
-async def create_job(body: JobCreate, rt: RuntimeDep) -> JobCreated:
+async def create_job(
+    body: Annotated[JobCreate, Body(openapi_examples=CREATE_JOB_EXAMPLES)], rt: RuntimeDep
+) -> JobCreated:
     size = len(orjson.dumps(body.payload))
     limit = rt.settings.max_payload_bytes
     if size > limit:
@@ -66,11 +69,8 @@ async def create_job(body: JobCreate, rt: RuntimeDep) -> JobCreated:
     response_model=JobStatusOut,
     summary="Get a job's status",
     description="PostgreSQL's record of the job, with the real-time state from Redis.",
-    responses={
-        404: {"model": MessageOut, "description": "No job has this id."},
-        422: {"model": ValidationErrorOut, "description": "The id is not a UUID."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
-    },
+    response_description="The job's state and its latest attempt.",
+    responses=GET_JOB_RESPONSES,
 )
 async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
     job = await rt.store.get_job(job_id)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from fastapi.openapi.models import Example
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+# An ISO 8601 time starts with its date, YYYY-MM-DD.
+ISO_8601_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 1000
@@ -54,6 +59,17 @@ class JobCreate(BaseModel):
         "Omitted: now.",
     )
     max_attempts: int = Field(3, ge=1, le=MAX_ATTEMPTS_MAX, description="Attempts before failing.")
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_iso_8601(cls, value: object) -> object:
+        # pydantic also reads a number, or a string of digits, as a Unix time: "20261128"
+        # would schedule the job on 1970-08-23 instead of being refused.
+        if value is not None and not (isinstance(value, str) and ISO_8601_DATE.match(value)):
+            raise ValueError(
+                "must be an ISO 8601 time with a UTC offset, e.g. 2026-11-28T09:00:00Z"
+            )
+        return value
 
 
 class JobCreated(BaseModel):
@@ -167,3 +183,157 @@ class ReadyOut(BaseModel):
     )
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
+
+
+# --- the examples OpenAPI shows beside each route -----------------------------------------
+
+CREATE_JOB_EXAMPLES: dict[str, Example] = {
+    "minimal": {
+        "summary": "Run now, at the queue's default priority",
+        "value": {"queue_name": "email-sending", "payload": {"to": "a@example.com"}},
+    },
+    "scheduled": {
+        "summary": "Urgent, not before a time, at most 5 attempts",
+        "value": {
+            "queue_name": "webhook:process",
+            "payload": {"url": "https://example.com/hook", "event": "bounce"},
+            "priority": 10,
+            "run_at": "2026-11-28T09:00:00+01:00",
+            "max_attempts": 5,
+        },
+    },
+}
+
+
+def documented(
+    model: type[BaseModel], description: str, examples: dict[str, tuple[str, Any]]
+) -> dict[str, Any]:
+    """An entry of a route's `responses`: the body's model, and named examples (summary,
+    value) of this very response, since error models are shared between statuses."""
+    return {
+        "model": model,
+        "description": description,
+        "content": {
+            "application/json": {
+                "examples": {
+                    name: {"summary": summary, "value": value}
+                    for name, (summary, value) in examples.items()
+                }
+            }
+        },
+    }
+
+
+def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
+    return {"detail": [{"loc": loc, "msg": msg, "type": type_}]}
+
+
+UNAVAILABLE_DETAIL = "a backing service (PostgreSQL) is unavailable; retry later"
+_UNAVAILABLE = {"unavailable": ("PostgreSQL is down", {"detail": UNAVAILABLE_DETAIL})}
+
+CREATE_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: documented(
+        ValidationErrorOut,
+        "The payload is over MAX_PAYLOAD_BYTES; nothing written.",
+        {
+            "too_large": (
+                "Payload over the limit",
+                field_error(
+                    ["body", "payload"], "payload is 300000 bytes; the limit is 262144", "too_large"
+                ),
+            )
+        },
+    ),
+    422: documented(
+        ValidationErrorOut,
+        "A field is invalid: unknown queue, payload not an object, priority or max_attempts "
+        "out of bounds, run_at not ISO 8601 with an offset, an unknown field; nothing written.",
+        {
+            "unknown_queue": (
+                "No such queue",
+                field_error(["body", "queue_name"], "unknown queue 'emails'", "unknown_queue"),
+            ),
+            "out_of_bounds": (
+                "Priority out of bounds",
+                field_error(
+                    ["body", "priority"],
+                    "Input should be less than or equal to 1000",
+                    "less_than_equal",
+                ),
+            ),
+            "no_offset": (
+                "run_at without a UTC offset",
+                field_error(
+                    ["body", "run_at"], "Input should have timezone info", "timezone_aware"
+                ),
+            ),
+            "unknown_field": (
+                "A misspelt field",
+                field_error(
+                    ["body", "priorty"], "Extra inputs are not permitted", "extra_forbidden"
+                ),
+            ),
+        },
+    ),
+    503: documented(MessageOut, "PostgreSQL is unavailable; nothing written.", _UNAVAILABLE),
+}
+
+GET_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: documented(
+        MessageOut,
+        "No job has this id.",
+        {"not_found": ("Unknown id", {"detail": "job not found"})},
+    ),
+    422: documented(
+        ValidationErrorOut,
+        "The id is not a UUID.",
+        {
+            "not_a_uuid": (
+                "Malformed id",
+                field_error(
+                    ["path", "job_id"],
+                    "Input should be a valid UUID, invalid character: found `n` at 0",
+                    "uuid_parsing",
+                ),
+            )
+        },
+    ),
+    503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+}
+
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: documented(
+        ReadyOut,
+        "PostgreSQL or Redis is unavailable; `checks` names which, and why.",
+        {
+            "redis_down": (
+                "Redis refuses connections",
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "postgres": "ok",
+                        "redis": "error: Error 111 connecting to 127.0.0.1:6379. "
+                        "Connection refused.",
+                    },
+                },
+            ),
+            "postgres_hung": (
+                "PostgreSQL does not answer in time",
+                {
+                    "status": "unavailable",
+                    "checks": {"postgres": "error: TimeoutError", "redis": "ok"},
+                },
+            ),
+        },
+    )
+}
+
+
+def restore_null_examples(document: dict[str, Any]) -> None:
+    """FastAPI drops every null from the OpenAPI document, examples included
+    (fastapi/fastapi#5559), so a job's example would lack its null `failed_at`: put each
+    model's own examples back into its schema."""
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        model = globals().get(name)
+        if isinstance(model, type) and issubclass(model, BaseModel) and "examples" in schema:
+            schema["examples"] = model.model_json_schema()["examples"]

@@ -199,16 +199,25 @@ SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8
 FROM jobs WHERE status = 'queued' AND queue_name = ANY($1::text[])
 """
 
+# The migrator pushes before it commits, so a worker can pop a copy while the job still
+# reads `queued`. Locking the rows by id first waits for that commit and reads the status
+# it wrote; a status test in the UPDATE's own WHERE would see the old row and lose the
+# claim, leaving the job migrated_to_redis with no copy left. Ids are locked in order, so
+# two workers holding copies of the same jobs cannot deadlock.
 CLAIM_JOBS = """
+WITH locked AS (
+    SELECT id, status FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+)
 UPDATE jobs SET
     status = 'running',
     worker_id = $2,
-    attempt_count = attempt_count + 1,
+    attempt_count = jobs.attempt_count + 1,
     started_at = now(),
     lease_expires_at = now() + make_interval(secs => $3),
     updated_at = now()
-WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis'
-RETURNING id, attempt_count, max_attempts, started_at
+FROM locked
+WHERE jobs.id = locked.id AND locked.status = 'migrated_to_redis'
+RETURNING jobs.id, jobs.attempt_count, jobs.max_attempts, jobs.started_at
 """
 
 RENEW_LEASES = """

@@ -24,9 +24,7 @@ N = 1000
 
 
 @pytest.fixture
-async def cluster(
-    database_url: str, clean_db: None, tmp_path: Path
-) -> AsyncIterator[Cluster]:
+async def cluster(database_url: str, clean_db: None, tmp_path: Path) -> AsyncIterator[Cluster]:
     c = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path)
     yield c
     c.stop_all()
@@ -167,9 +165,12 @@ async def test_kill_9_the_migrator_in_the_middle_of_a_batch(cluster: Cluster) ->
         await wait_until(pushed_not_committed, 30, "a pushed, uncommitted batch")
         cluster.kill9("migrator")
         # The batch was never committed: PostgreSQL still has every job queued.
-        assert await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE queue_name = $1 AND status = 'queued'", QUEUE
-        ) == N
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE queue_name = $1 AND status = 'queued'", QUEUE
+            )
+            == N
+        )
         cluster.start_migrator("migrator-2")
         await cluster.wait_completed(N, timeout=60)
     finally:

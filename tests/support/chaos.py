@@ -268,9 +268,7 @@ class Cluster:
         client = aioredis.Redis.from_url(self.redis_url)
         try:
             # Copies of finished jobs are dropped by the workers' claims: wait for that.
-            await wait_until(
-                lambda: _eq(self.redis_depth(client), 0), 30, "Redis lists to drain"
-            )
+            await wait_until(lambda: _eq(self.redis_depth(client), 0), 30, "Redis lists to drain")
         finally:
             await client.aclose()
 
@@ -333,7 +331,9 @@ async def long_run(jobs: int, duration: float, seed: int | None) -> Report:
 
     rng = random.Random(seed)
     name = f"hq_chaos_{uuid.uuid4().hex[:8]}"
-    admin = os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = os.environ.get(
+        "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     dsn = admin.rsplit("/", 1)[0] + f"/{name}"
     await create_database(dsn)
     await asyncio.to_thread(upgrade, "postgresql+asyncpg://" + dsn.split("://", 1)[1])
