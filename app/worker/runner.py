@@ -47,6 +47,7 @@ class _InFlight:
     job: Job
     task: asyncio.Task[None]
     started_at: datetime
+    recording: bool = False  # the outcome is handed to the recorder
 
 
 class Worker:
@@ -254,6 +255,9 @@ class Worker:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
         finished = datetime.now(UTC)
+        entry = self._inflight.get(job.id)
+        if entry is not None:
+            entry.recording = True
         log.debug(
             "job %s attempt %d ran %.1f ms", job.id, claim.attempt, (time.perf_counter() - t0) * 1e3
         )
@@ -313,7 +317,9 @@ class Worker:
                 ids, self.worker_id, self.settings.visibility_timeout
             )
             for job_id in set(ids) - held:
-                if job_id in self._inflight:
+                entry = self._inflight.get(job_id)
+                # A job whose outcome was just recorded is no longer running: not lost.
+                if entry is not None and not entry.recording:
                     log.warning("job %s: lease lost; its outcome will be discarded", job_id)
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -5,6 +5,7 @@ in the Redis lists. Each prints its figures (pytest -s shows them)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -116,7 +117,7 @@ async def test_postgres_restart_while_jobs_run(tmp_path: Path) -> None:
         await conn.execute("CREATE DATABASE chaos")
         await conn.close()
         dsn = pg.dsn("chaos")
-        upgrade(Settings(database_url=dsn).sqlalchemy_url)
+        await asyncio.to_thread(upgrade, Settings(database_url=dsn).sqlalchemy_url)
         cluster = Cluster(dsn, server.url, tmp_path)
         port = free_port()
         try:

@@ -24,5 +24,8 @@ def _record(job: Job) -> None:
 @handler("t-chaos", timeout=30)
 async def chaos_job(job: Job) -> None:
     _record(job)
+    if "sleep" in job.payload:
+        await asyncio.sleep(float(job.payload["sleep"]))
+        return
     mean = float(os.environ.get("CHAOS_HANDLER_SLEEP", "0.02"))
     await asyncio.sleep(random.uniform(0, 2 * mean))
