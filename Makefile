@@ -19,8 +19,10 @@ install: $(STAMP)
 db: install  ## create the database if missing and apply migrations
 	$(PY) -m app.db.setup
 
+# Development mode: unless API_KEYS is set, one admin key, "dev-admin-key" (README).
 run: db  ## the API on http://127.0.0.1:8000 with the migrator and a worker embedded
-	$(PY) -m app --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	API_KEYS="$${API_KEYS:-dev:admin:dev-admin-key}" \
+	  $(PY) -m app --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 worker: db  ## workers only (scale out)
 	$(PY) -m app.worker

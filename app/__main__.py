@@ -9,6 +9,9 @@ from types import FrameType
 
 import uvicorn
 
+from app.cli import load_settings
+from app.main import build_authenticator
+
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
     sys.exit(0)
@@ -19,6 +22,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
+    # Fail before uvicorn starts, with the setting named, rather than with a traceback.
+    settings = load_settings()
+    try:
+        build_authenticator(settings)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     # uvicorn stops gracefully on SIGTERM (the lifespan lets in-flight jobs finish), then
     # restores the handler it found and raises the signal again, so that the process
     # would end "killed by SIGTERM" (exit 143). The handler it finds is this one: a

@@ -10,7 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api import health, jobs
+from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.errors import install_error_handlers
+from app.api.limits import RequestLimits
 from app.api.schemas import restore_null_examples
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
@@ -35,6 +37,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app; pools open in the lifespan, never at import."""
     settings = settings or Settings()
+    authenticator = build_authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,8 +65,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.authenticator = authenticator
     install_error_handlers(app)
-    app.include_router(jobs.router)
+    app.add_middleware(
+        RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
+    )
+    app.include_router(jobs.router, dependencies=[require("producer")], responses=AUTH_RESPONSES)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:
@@ -73,6 +80,31 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    """Secure by default: with auth on and no key configured, the API refuses to start."""
+    if not settings.auth_enabled:
+        log.warning(
+            "AUTH_ENABLED is false: every endpoint is open to anyone who can reach it. "
+            "Use this for local development only."
+        )
+        return Authenticator([], enabled=False)
+    keys = parse_api_keys(settings.api_keys)
+    if not keys:
+        raise RuntimeError(
+            "AUTH_ENABLED is true but API_KEYS is empty: configure at least one key "
+            "(name:scope:sha256:<hex>, see `python -m app.api.auth new`) or set "
+            "AUTH_ENABLED=false for local development"
+        )
+    for key in keys:
+        if key.plaintext:
+            log.warning(
+                "API key %r is configured in plain text; store its sha256 instead "
+                "(python -m app.api.auth hash <key>)",
+                key.name,
+            )
+    return Authenticator(keys, enabled=True)
 
 
 def factory() -> FastAPI:

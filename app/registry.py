@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 QUEUE_NAME_MAX = 100
 
 
@@ -45,6 +47,7 @@ class Handler:
     func: Callable[[Job], Any]
     timeout: float | None
     is_async: bool
+    payload_model: type[BaseModel] | None = None
 
 
 class HandlerRegistry:
@@ -53,10 +56,19 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
 
-    def handler(self, queue_name: str, *, timeout: float | None = None) -> Callable[[F], F]:
+    def handler(
+        self,
+        queue_name: str,
+        *,
+        timeout: float | None = None,
+        payload_model: type[BaseModel] | None = None,
+    ) -> Callable[[F], F]:
         """Decorator: register `func` as the handler of `queue_name`.
 
         `timeout` (seconds) overrides the HANDLER_TIMEOUT setting for this queue.
+        `payload_model` (a pydantic model) is the queue's payload schema: a job whose
+        payload does not match it is rejected when it is created (422), not discovered
+        by a worker later.
         """
         validate_queue_name(queue_name)
         if timeout is not None and timeout <= 0:
@@ -71,6 +83,7 @@ class HandlerRegistry:
                 func=func,
                 timeout=timeout,
                 is_async=inspect.iscoroutinefunction(func),
+                payload_model=payload_model,
             )
             return func
 

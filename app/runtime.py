@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from app.crypto import PayloadCipher
 from app.db.store import JobStore, create_pool
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
@@ -45,6 +46,7 @@ class Runtime:
     keys: Keys
     store: JobStore
     registry: HandlerRegistry
+    cipher: PayloadCipher
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -53,6 +55,7 @@ class Runtime:
             keys=self.keys,
             registry=self.registry,
             settings=self.settings,
+            cipher=self.cipher,
             **overrides,  # type: ignore[arg-type]
         )
 
@@ -90,6 +93,7 @@ async def open_runtime(
     """Import handler modules, open the pools, register the handlers' queues; close all."""
     registry = registry if registry is not None else default_registry
     load_handler_modules(settings.handler_modules)
+    cipher = PayloadCipher(settings.encryption_keys, settings.encrypted_fields)
     pool = await create_pool(
         settings.database_url,
         min_size=settings.db_pool_min_size,
@@ -108,6 +112,7 @@ async def open_runtime(
             keys=Keys(settings.redis_prefix),
             store=store,
             registry=registry,
+            cipher=cipher,
         )
     finally:
         await redis.aclose()

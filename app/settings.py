@@ -106,6 +106,38 @@ class Settings(BaseSettings):
         "its commit, to widen the crash window in fault-injection tests. Keep 0.",
     )
 
+    # Access control
+    auth_enabled: bool = Field(
+        True, description="Require API keys (a start with no API_KEYS is refused)."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated name:scope:secret, scope producer or admin, secret "
+        "sha256:<hex> (python -m app.api.auth hash KEY) or the key itself (development).",
+    )
+    metrics_public: bool = Field(
+        True, description="Serve GET /metrics without a key (false: an admin key is needed)."
+    )
+
+    # Payload safety
+    encryption_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Fernet keys; the first encrypts, all decrypt (rotation).",
+    )
+    encrypted_fields: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="JSON: top-level payload fields encrypted per queue, e.g. "
+        '{"email-sending": ["email_data"]}.',
+    )
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (413 above it), checked before the body is parsed.",
+    )
+    max_json_depth: int = Field(
+        32, ge=2, le=1000, description="Deepest JSON nesting accepted, checked before parsing."
+    )
+
     # API
     max_payload_bytes: int = Field(
         256 * 1024, ge=1, description="Largest job payload, in bytes of JSON (413 above it)."
@@ -115,7 +147,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
-    @field_validator("handler_modules", "worker_queues", mode="before")
+    @field_validator(
+        "handler_modules", "worker_queues", "api_keys", "encryption_keys", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -140,6 +174,8 @@ class Settings(BaseSettings):
             raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
         if self.backoff_base > self.backoff_max:
             raise ValueError("backoff_base must not exceed backoff_max")
+        if self.encrypted_fields and not self.encryption_keys:
+            raise ValueError("encrypted_fields needs encryption_keys")
         if self.worker_fetch_timeout >= self.visibility_timeout:
             raise ValueError("worker_fetch_timeout must be shorter than visibility_timeout")
         return self

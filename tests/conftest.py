@@ -82,6 +82,7 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         worker_fetch_timeout=0.2,
         shutdown_grace_period=5.0,
         migrator_poll_interval=5.0,
+        auth_enabled=False,
     )
 
 

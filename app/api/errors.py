@@ -30,6 +30,22 @@ class FieldError(Exception):
         return {"detail": [{"loc": ["body", self.field], "msg": self.msg, "type": self.type}]}
 
 
+class PayloadErrors(Exception):
+    """The payload does not match its queue's schema: 422 locating each problem."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("payload does not match the queue's schema")
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "detail": [
+                {"loc": ["body", "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in self.errors
+            ]
+        }
+
+
 UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
@@ -42,6 +58,10 @@ UNAVAILABLE = (
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PayloadErrors)
+    async def _payload_errors(_request: Request, exc: PayloadErrors) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=422)
+
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code)

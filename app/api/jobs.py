@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, HTTPException, status
 
 from app.api.deps import RuntimeDep
-from app.api.errors import FieldError
+from app.api.errors import FieldError, PayloadErrors
 from app.api.schemas import (
     CREATE_JOB_EXAMPLES,
     CREATE_JOB_RESPONSES,
@@ -19,6 +19,7 @@ from app.api.schemas import (
     JobStatusOut,
 )
 from app.db.store import NewJob
+from app.payloads import PayloadRejected, seal_payload
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -45,10 +46,14 @@ async def create_job(
         raise FieldError(
             413, "payload", f"payload is {size} bytes; the limit is {limit}", "too_large"
         )
+    try:
+        payload = seal_payload(rt.registry, rt.cipher, body.queue_name, body.payload)
+    except PayloadRejected as exc:
+        raise PayloadErrors(exc.errors) from None
     created = await rt.store.create_job(
         NewJob(
             queue_name=body.queue_name,
-            payload=body.payload,
+            payload=payload,
             priority=body.priority,
             run_at=body.run_at,
             max_attempts=body.max_attempts,

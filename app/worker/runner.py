@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.backoff import retry_delay
+from app.crypto import PayloadCipher
 from app.db.store import Claim, Failure, JobStore, Success
 from app.job_state import JobStateCache
 from app.keys import Keys
@@ -65,6 +66,7 @@ class Worker:
         concurrency: int | None = None,
         burst: bool = False,
         worker_id: str | None = None,
+        cipher: PayloadCipher | None = None,
     ) -> None:
         self.store = store
         self.redis = redis
@@ -80,6 +82,7 @@ class Worker:
             raise ValueError("a worker needs at least one queue with a registered handler")
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
+        self.cipher = cipher or PayloadCipher([], {})
         self.fetch_keys = keys.fetch_order(self.queues)
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.recorder = OutcomeRecorder(
@@ -247,6 +250,8 @@ class Worker:
         else:
             timeout = handler.timeout or self.settings.handler_timeout
             try:
+                # Sensitive fields are decrypted only here, for the handler.
+                job = replace(job, payload=self.cipher.decrypt(job.queue_name, job.payload))
                 await asyncio.wait_for(self._call(handler, job), timeout)
             except TimeoutError:
                 error = f"TimeoutError: handler ran longer than {timeout:g}s"

@@ -104,6 +104,7 @@ class Cluster:
                 "DB_COMMAND_TIMEOUT": "3",
                 "REDIS_TIMEOUT": "1",
                 "LOG_LEVEL": "WARNING",
+                "AUTH_ENABLED": "false",
             }
         )
         env.update(self.extra_env)

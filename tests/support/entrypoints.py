@@ -48,6 +48,7 @@ def service_env(
         SHUTDOWN_GRACE_PERIOD="10",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        AUTH_ENABLED="false",
     )
     env.update(extra)
     return env

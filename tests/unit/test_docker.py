@@ -58,7 +58,11 @@ _UVICORN = re.search(r"timeout_graceful_shutdown=(\d+)", (ROOT / "app/__main__.p
 UVICORN_GRACEFUL_SHUTDOWN = float(_UVICORN[1]) if _UVICORN else 0.0
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$")
 # Values for the variables compose reads from the host, for interpolation in tests.
-HOST_ENV = {"POSTGRES_PASSWORD": "pg-sentinel-1", "REDIS_PASSWORD": "redis-sentinel-2"}
+HOST_ENV = {
+    "POSTGRES_PASSWORD": "pg-sentinel-1",
+    "REDIS_PASSWORD": "redis-sentinel-2",
+    "API_KEYS": "ops:admin:sha256:" + "ab" * 32,
+}
 
 Compose = dict[str, Any]
 
@@ -342,7 +346,7 @@ def option(argv: list[str], name: str) -> str | None:
 def app_get_paths() -> set[str]:
     """The paths the API answers GET on (from its OpenAPI schema: FastAPI no longer
     lists included routers' paths in app.routes)."""
-    paths: dict[str, dict[str, Any]] = create_app(Settings()).openapi()["paths"]
+    paths: dict[str, dict[str, Any]] = create_app(Settings(auth_enabled=False)).openapi()["paths"]
     return {path for path, ops in paths.items() if "get" in ops}
 
 

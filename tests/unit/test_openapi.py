@@ -20,8 +20,8 @@ from app.settings import Settings
 
 # The errors each operation documents. /health does no I/O, so it cannot fail but crash.
 ERROR_RESPONSES: dict[tuple[str, str], set[str]] = {
-    ("post", "/jobs"): {"413", "422", "503"},
-    ("get", "/jobs/{job_id}"): {"404", "422", "503"},
+    ("post", "/jobs"): {"401", "403", "413", "422", "503"},
+    ("get", "/jobs/{job_id}"): {"401", "403", "404", "422", "503"},
     ("get", "/health"): set(),
     ("get", "/health/ready"): {"503"},
 }
@@ -32,7 +32,7 @@ MEDIA = "application/json"
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     # Serving the docs needs no pools: no lifespan, no PostgreSQL, no Redis.
-    app = create_app(Settings())
+    app = create_app(Settings(api_keys=["docs:admin:sha256:" + "00" * 32]))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hybridq") as client:
         yield client

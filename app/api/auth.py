@@ -1,0 +1,168 @@
+"""API keys with scopes, sent as `Authorization: Bearer <key>`.
+
+Keys are configured by the API_KEYS setting, comma-separated `name:scope:secret` entries,
+where `secret` is `sha256:<hex digest of the key>` (recommended: the key itself is never
+stored) or the key in plain text (development only; the service warns at start). Scopes:
+`producer` creates and reads jobs; `admin` may do everything. A presented key is hashed
+and compared with every configured hash in constant time.
+
+    python -m app.api.auth hash <key>     # prints the sha256:<hex> form of a key
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.schemas import MessageOut, documented
+
+log = logging.getLogger("hybridq.auth")
+
+SCOPES: Final = ("producer", "admin")
+# What each scope may do: admin includes producer.
+GRANTS: Final = {"producer": {"producer"}, "admin": {"producer", "admin"}}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    scope: str
+    digest: bytes  # sha256 of the key
+    plaintext: bool  # configured in clear text
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse_api_keys(entries: list[str]) -> list[ApiKey]:
+    """Parse `name:scope:secret` entries; ValueError names the bad entry."""
+    keys: list[ApiKey] = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        parts = entry.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"API_KEYS entry {i + 1} is not name:scope:secret")
+        name, scope, secret = parts
+        if scope not in SCOPES:
+            raise ValueError(f"API_KEYS entry {name!r}: scope must be one of {', '.join(SCOPES)}")
+        if name in names:
+            raise ValueError(f"API_KEYS: the name {name!r} is used twice")
+        names.add(name)
+        if secret.startswith("sha256:"):
+            hexdigest = secret.removeprefix("sha256:")
+            try:
+                raw = bytes.fromhex(hexdigest)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"API_KEYS entry {name!r}: sha256: needs 64 hex digits")
+            keys.append(ApiKey(name, scope, raw, plaintext=False))
+        else:
+            keys.append(ApiKey(name, scope, digest(secret), plaintext=True))
+    return keys
+
+
+class Authenticator:
+    """Resolves a bearer token to its key; constant time over every configured key."""
+
+    def __init__(self, keys: list[ApiKey], *, enabled: bool) -> None:
+        self.keys = keys
+        self.enabled = enabled
+
+    def identify(self, token: str) -> ApiKey | None:
+        presented = digest(token)
+        found: ApiKey | None = None
+        for key in self.keys:  # no early exit: the time does not depend on which matched
+            if hmac.compare_digest(presented, key.digest):
+                found = key
+        return found
+
+
+# Documented on every protected route.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: documented(
+        MessageOut,
+        "No API key, or an unknown one (with WWW-Authenticate: Bearer).",
+        {
+            "missing": ("No key", {"detail": "missing API key: send Authorization: Bearer <key>"}),
+            "invalid": ("Unknown key", {"detail": "invalid API key"}),
+        },
+    ),
+    403: documented(
+        MessageOut,
+        "The key lacks the scope this route needs.",
+        {
+            "scope": (
+                "Producer key on an admin route",
+                {"detail": "the key 'billing' lacks the 'admin' scope"},
+            )
+        },
+    ),
+}
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def require(scope: str) -> Any:
+    """A dependency that admits keys granted `scope`, and records who called."""
+
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        auth: Authenticator = request.app.state.authenticator
+        if not auth.enabled:
+            request.state.actor = "anonymous"
+            return
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _unauthorized("missing API key: send Authorization: Bearer <key>")
+        key = auth.identify(credentials.credentials)
+        if key is None:
+            raise _unauthorized("invalid API key")
+        if scope not in GRANTS[key.scope]:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"the key {key.name!r} lacks the {scope!r} scope"
+            )
+        request.state.actor = f"key:{key.name}"
+
+    return Depends(check)
+
+
+def actor(request: Request) -> str:
+    """Who made this request (for job_logs): `key:<name>`, or `anonymous` without auth."""
+    return str(getattr(request.state, "actor", "anonymous"))
+
+
+ActorDep = Annotated[str, Depends(actor)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "hash":
+        print("sha256:" + digest(args[1]).hex())
+        return
+    if args == ["new"]:
+        key = secrets.token_urlsafe(32)
+        print(f"key:    {key}\nstored: sha256:{digest(key).hex()}")
+        return
+    print("usage: python -m app.api.auth hash <key> | new", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
