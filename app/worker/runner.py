@@ -28,7 +28,9 @@ from app.backoff import retry_delay
 from app.db.store import Claim, Failure, JobStore, Success
 from app.job_state import JobStateCache
 from app.keys import Keys
+from app.logs import set_job_context
 from app.loops import Backoff, wait_any
+from app.metrics import MetricsWriter
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
 from app.worker.recorder import OutcomeRecorder
@@ -81,6 +83,7 @@ class Worker:
         self.burst = burst
         self.fetch_keys = keys.fetch_order(self.queues)
         self.state = JobStateCache(keys, settings.job_hash_ttl)
+        self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(
             store=store, redis=redis, state=self.state, worker_id=self.worker_id
         )
@@ -187,6 +190,11 @@ class Worker:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for c in claims:
                     self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
+                    queue = by_id[c.id]["queue_name"]
+                    self.metrics.count(pipe, "started", queue)
+                    if c.run_at is not None:
+                        wait = (c.started_at - c.run_at).total_seconds()
+                        self.metrics.observe(pipe, "wait_seconds", queue, wait)
                 await pipe.execute()
         except Exception:
             log.warning("could not update job hashes in Redis", exc_info=True)
@@ -233,6 +241,8 @@ class Worker:
     # --- running ------------------------------------------------------------------
 
     async def _execute(self, claim: Claim, job: Job) -> None:
+        # This task's own context: every line logged while it runs names the job.
+        set_job_context(job.id, job.queue_name, claim.attempt, self.worker_id)
         handler = self.registry.get(job.queue_name)
         started = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -256,7 +266,11 @@ class Worker:
         if error is None:
             await self.recorder.record(
                 Success(
-                    job_id=job.id, attempt=claim.attempt, started_at=started, finished_at=finished
+                    job_id=job.id,
+                    attempt=claim.attempt,
+                    started_at=started,
+                    finished_at=finished,
+                    queue_name=job.queue_name,
                 )
             )
             return
@@ -277,6 +291,7 @@ class Worker:
                 finished_at=finished,
                 error=error[:10_000],
                 retry_delay=delay,
+                queue_name=job.queue_name,
             )
         )
 
