@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import health, jobs
+from app.api import dead_letter, health, job_ops, jobs, metrics, queue_health, queues
 from app.api.errors import install_error_handlers
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
@@ -24,7 +24,13 @@ Jobs are stored in PostgreSQL (the truth); a migrator moves due jobs to Redis pr
 lists; workers run the handler registered for the queue and record every attempt.
 
 Lifecycle: `queued → migrated_to_redis → running → completed`; a failed attempt with
-attempts left goes back to `queued` with a later `run_at`; with none left, `failed`.
+attempts left goes back to `queued` with a later `run_at`; with none left, `failed` (the
+dead letters), which an operator may replay (`queued`) or discard (`discarded`). A queued
+or migrated job may be cancelled (`cancelled`).
+
+Lists are cursor-paginated: pass `next_cursor` back as `cursor`. Input errors are 4xx
+with `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`; 404 and 409 are
+`{"detail": "..."}`.
 """
 
 
@@ -62,12 +68,17 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(job_ops.router)
+    app.include_router(dead_letter.router)
+    app.include_router(queues.router)
     app.include_router(health.router)
+    app.include_router(queue_health.router)
+    app.include_router(metrics.router)
     return app
 
 
 def factory() -> FastAPI:
     """Entry for `uvicorn --factory app.main:factory`: settings from the environment."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

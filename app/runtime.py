@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from app.db.admin_store import AdminStore
 from app.db.store import JobStore, create_pool
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
+from app.maintenance.retention import Retention
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
@@ -59,7 +61,14 @@ class Runtime:
 
     def maintenance(self) -> Maintenance:
         """The periodic tasks that run beside every migrator."""
-        tasks: list[PeriodicTask] = []
+        tasks: list[PeriodicTask] = [
+            Retention(
+                admin=AdminStore(self.pool),
+                redis=self.redis,
+                keys=self.keys,
+                settings=self.settings,
+            )
+        ]
         return Maintenance(tasks)
 
 

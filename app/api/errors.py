@@ -15,17 +15,38 @@ log = logging.getLogger("hybridq.api")
 
 
 class FieldError(Exception):
-    """A request field is wrong: answered with FastAPI's validation-error shape."""
+    """A request field is wrong: answered with FastAPI's validation-error shape.
 
-    def __init__(self, status_code: int, field: str, msg: str, type_: str) -> None:
+    `location` is where the field is: "body" (default), "query", "header" or "path".
+    """
+
+    def __init__(
+        self, status_code: int, field: str, msg: str, type_: str, *, location: str = "body"
+    ) -> None:
         super().__init__(msg)
         self.status_code = status_code
         self.field = field
         self.msg = msg
         self.type = type_
+        self.location = location
 
     def body(self) -> dict[str, Any]:
-        return {"detail": [{"loc": ["body", self.field], "msg": self.msg, "type": self.type}]}
+        return {
+            "detail": [{"loc": [self.location, self.field], "msg": self.msg, "type": self.type}]
+        }
+
+
+class InputErrors(ValueError):
+    """Several input problems at once (e.g. the bad items of a batch), each with its own
+    `loc`, answered in the same shape as FieldError."""
+
+    def __init__(self, status_code: int, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} input errors")
+        self.status_code = status_code
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.errors}
 
 
 UNAVAILABLE = (
@@ -41,6 +62,10 @@ UNAVAILABLE = (
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(InputErrors)
+    async def _input_errors(_request: Request, exc: InputErrors) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code)
 
     async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:

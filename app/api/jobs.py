@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Header, HTTPException, status
+from fastapi.responses import JSONResponse
 
-from app.api.deps import RuntimeDep
-from app.api.errors import FieldError
+from app.api.creation import create_jobs
+from app.api.deps import AdminDep, RuntimeDep
+from app.api.ops_schemas import KEY_MAX
 from app.api.schemas import JobCreate, JobCreated, JobStatusOut, MessageOut, ValidationErrorOut
-from app.db.store import NewJob
+from app.api.validation import validate_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -23,9 +25,19 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     description=(
         "Stores the job in PostgreSQL (the answer comes after the commit); the migrator "
         "moves it to Redis when run_at is due, and a worker runs the queue's handler. A job "
-        "for a paused queue is accepted and waits until the queue is resumed."
+        "for a paused queue is accepted and waits until the queue is resumed.\n\n"
+        "With an `Idempotency-Key` header, the key is bound to the job for "
+        "IDEMPOTENCY_KEY_TTL seconds: the same key with the same body answers the first "
+        "answer again (200, same job, status as created), the same key with another body "
+        "is a 409. A unique index in PostgreSQL holds the key, so concurrent identical "
+        "requests make one job."
     ),
     responses={
+        200: {"model": JobCreated, "description": "The Idempotency-Key made this job before."},
+        409: {
+            "model": ValidationErrorOut,
+            "description": "The Idempotency-Key was used with a different request body.",
+        },
         413: {"model": ValidationErrorOut, "description": "The payload is over MAX_PAYLOAD_BYTES."},
         422: {
             "model": ValidationErrorOut,
@@ -35,30 +47,39 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
         503: {"model": MessageOut, "description": "PostgreSQL is unavailable; nothing written."},
     },
 )
-async def create_job(body: JobCreate, rt: RuntimeDep) -> JobCreated:
-    size = len(orjson.dumps(body.payload))
-    limit = rt.settings.max_payload_bytes
-    if size > limit:
-        raise FieldError(
-            413, "payload", f"payload is {size} bytes; the limit is {limit}", "too_large"
-        )
-    created = await rt.store.create_job(
-        NewJob(
-            queue_name=body.queue_name,
-            payload=body.payload,
-            priority=body.priority,
-            run_at=body.run_at,
-            max_attempts=body.max_attempts,
-        )
+async def create_job(
+    body: JobCreate,
+    rt: RuntimeDep,
+    admin: AdminDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=KEY_MAX,
+            description="Makes retries of this request safe: see above.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    job = validate_job(body, max_payload_bytes=rt.settings.max_payload_bytes, model=JobCreate)
+    (result,) = await create_jobs(
+        rt,
+        admin,
+        [job],
+        [idempotency_key],
+        locs=[("body",)],
+        key_fields=["Idempotency-Key"],
     )
-    if created is None:
-        raise FieldError(422, "queue_name", f"unknown queue {body.queue_name!r}", "unknown_queue")
-    return JobCreated(
+    created = result.job
+    assert created is not None
+    answer = JobCreated(
         job_id=created.id,
-        status=created.status,
+        status="queued",
         queue_name=created.queue_name,
         priority=created.priority,
     )
+    code = status.HTTP_201_CREATED if result.outcome == "created" else status.HTTP_200_OK
+    return JSONResponse(answer.model_dump(mode="json"), status_code=code)
 
 
 @router.get(

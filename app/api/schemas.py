@@ -12,7 +12,9 @@ PRIORITY_MIN = 0
 PRIORITY_MAX = 1000
 MAX_ATTEMPTS_MAX = 100
 
-JobStatus = Literal["queued", "migrated_to_redis", "running", "completed", "failed", "cancelled"]
+JobStatus = Literal[
+    "queued", "migrated_to_redis", "running", "completed", "failed", "cancelled", "discarded"
+]
 
 
 class JobCreate(BaseModel):
