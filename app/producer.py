@@ -86,6 +86,7 @@ async def enqueue_many(
     """
     validated: list[BatchJob] = []
     errors: list[dict[str, Any]] = []
+    too_large_only = True
     for index, item in enumerate(jobs):
         try:
             validated.append(
@@ -95,8 +96,9 @@ async def enqueue_many(
             )
         except InputErrors as exc:
             errors.extend(exc.errors)
+            too_large_only &= exc.status_code == 413
     if errors:
-        raise InputErrors(422, errors)
+        raise InputErrors(413 if too_large_only else 422, errors)
     if not validated:
         return []
 
