@@ -28,7 +28,7 @@ from app.backoff import retry_delay
 from app.db.store import Claim, Failure, JobStore, Success
 from app.job_state import JobStateCache
 from app.keys import Keys
-from app.logs import set_job_context
+from app.logs import bound_job, set_job_context
 from app.loops import Backoff, wait_any
 from app.metrics import MetricsWriter
 from app.registry import Handler, HandlerRegistry, Job
@@ -188,7 +188,10 @@ class Worker:
             return
         won = {c.id for c in claims}
         for job_id in by_id.keys() - won:
-            log.debug("dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id)
+            with bound_job(job_id, by_id[job_id].get("queue_name"), None, self.worker_id):
+                log.debug(
+                    "dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id
+                )
 
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -326,8 +329,11 @@ class Worker:
                 ids, self.worker_id, self.settings.visibility_timeout
             )
             for job_id in set(ids) - held:
-                if job_id in self._inflight:
-                    log.warning("job %s: lease lost; its outcome will be discarded", job_id)
+                flight = self._inflight.get(job_id)
+                if flight is not None:
+                    job = flight.job
+                    with bound_job(job_id, job.queue_name, job.attempt, self.worker_id):
+                        log.warning("job %s: lease lost; its outcome will be discarded", job_id)
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.worker_heartbeat(self.worker_id), str(now), ex=ttl)
