@@ -42,7 +42,7 @@ async def serve(settings: Settings, build: Callable[[Runtime], BackgroundService
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
 

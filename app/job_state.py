@@ -84,3 +84,13 @@ class JobStateCache:
         self._write(
             pipe, job_id, {"status": "queued", "attempt_count": attempt_count}, terminal=False
         )
+
+    def operator_changed(
+        self, pipe: Pipeline, job_id: uuid.UUID, status: str, attempt_count: int
+    ) -> None:
+        """After an operator's change (replay, cancel, discard): the new status, with the
+        terminal TTL for a terminal one; a replay also clears the last error."""
+        fields: dict[str, Any] = {"status": status, "attempt_count": attempt_count}
+        if status == "queued":
+            fields["last_error"] = None
+        self._write(pipe, job_id, fields, terminal=status in ("cancelled", "discarded", "failed"))

@@ -67,6 +67,14 @@ class Keys:
         """Sorted set of worker ids scored by last heartbeat (health reads it, no scan)."""
         return f"{self.prefix}workers"
 
+    def metric_counter(self, name: str) -> str:
+        """Hash of a counter's totals: one field per queue (HINCRBY, shared by processes)."""
+        return f"{self.prefix}metrics:counter:{name}"
+
+    def metric_histogram(self, name: str) -> str:
+        """Hash of a histogram: fields `<queue>|<bucket bound>`, `<queue>|sum`, `<queue>|count`."""
+        return f"{self.prefix}metrics:histogram:{name}"
+
     def epoch_marker(self) -> str:
         """Marker the migrator writes; its absence means Redis lost its data."""
         return f"{self.prefix}epoch"

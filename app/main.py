@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
-from app.api import health, jobs
+from app.api import dead_letter, health, job_ops, jobs, metrics, queue_health, queues
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimits
@@ -28,7 +28,13 @@ Jobs are stored in PostgreSQL (the truth); a migrator moves due jobs to Redis pr
 lists; workers run the handler registered for the queue and record every attempt.
 
 Lifecycle: `queued → migrated_to_redis → running → completed`; a failed attempt with
-attempts left goes back to `queued` with a later `run_at`; with none left, `failed`.
+attempts left goes back to `queued` with a later `run_at`; with none left, `failed` (the
+dead letters), which an operator may replay (`queued`) or discard (`discarded`). A queued
+or migrated job may be cancelled (`cancelled`).
+
+Lists are cursor-paginated: pass `next_cursor` back as `cursor`. Input errors are 4xx
+with `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`; 404 and 409 are
+`{"detail": "..."}`.
 """
 
 
@@ -70,8 +76,20 @@ def create_app(
     app.add_middleware(
         RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
     )
-    app.include_router(jobs.router, dependencies=[require("producer")], responses=AUTH_RESPONSES)
-    app.include_router(health.router)
+
+    def include(router: APIRouter, scope: str | None) -> None:
+        if scope is None:
+            app.include_router(router)
+        else:
+            app.include_router(router, dependencies=[require(scope)], responses=AUTH_RESPONSES)
+
+    include(jobs.router, "producer")
+    include(job_ops.router, "producer")  # cancel also needs admin (on the route)
+    include(dead_letter.router, "admin")
+    include(queues.router, "admin")
+    include(health.router, None)  # liveness and readiness stay public
+    include(queue_health.router, "admin")
+    include(metrics.router, None if settings.metrics_public else "admin")
 
     def openapi() -> dict[str, Any]:
         document = FastAPI.openapi(app)  # built once, then cached
@@ -110,5 +128,5 @@ def build_authenticator(settings: Settings) -> Authenticator:
 def factory() -> FastAPI:
     """Entry for `uvicorn --factory app.main:factory`: settings from the environment."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

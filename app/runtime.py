@@ -13,11 +13,13 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from app.crypto import PayloadCipher
+from app.db.admin_store import AdminStore
 from app.db.store import JobStore, create_pool
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
+from app.maintenance.retention import Retention
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
@@ -67,6 +69,12 @@ class Runtime:
         tasks: list[PeriodicTask] = [
             LeaseRescue(self.store, self.settings),
             RedisReconciler(self.store, self.redis, self.keys, self.settings),
+            Retention(
+                admin=AdminStore(self.pool),
+                redis=self.redis,
+                keys=self.keys,
+                settings=self.settings,
+            ),
         ]
         return Maintenance(tasks)
 

@@ -6,7 +6,7 @@ upper case. Settings are built by the app factory and the entrypoints, never at 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -145,7 +145,41 @@ class Settings(BaseSettings):
     job_hash_ttl: int = Field(
         86_400, ge=1, description="Seconds a job:<id> hash lives after a terminal state."
     )
+    idempotency_key_ttl: int = Field(
+        86_400,
+        ge=1,
+        description="Seconds an Idempotency-Key stays bound to its job; then it is free again.",
+    )
+    stats_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a job count by status may take (health, queues, metrics) "
+        "before estimates are shown instead.",
+    )
+
+    # Retention
+    retention_completed: int = Field(
+        7 * 86_400,
+        ge=1,
+        description="Seconds completed and cancelled jobs (and their logs) are kept.",
+    )
+    retention_failed: int = Field(
+        30 * 86_400,
+        ge=1,
+        description="Seconds failed and discarded jobs (and their logs) are kept.",
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, le=100_000, description="Jobs deleted per retention transaction."
+    )
+    retention_interval: float = Field(
+        300.0, gt=0, description="Seconds between two retention passes."
+    )
+
+    # Logs
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text`, or `json`: one JSON object per line."
+    )
 
     @field_validator(
         "handler_modules", "worker_queues", "api_keys", "encryption_keys", mode="before"

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from app.db.setup import upgrade
+from app.main import create_app
 from app.registry import HandlerRegistry
 from app.runtime import Runtime, open_runtime
 from app.settings import Settings
@@ -121,3 +123,14 @@ async def delete_prefix(redis: aioredis.Redis, prefix: str) -> None:
     keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
     if keys:
         await redis.delete(*keys)
+
+
+@pytest.fixture
+async def client(runtime: Runtime, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP API on this test's runtime, without its lifespan: no migrator or worker
+    runs unless the test starts one."""
+    app = create_app(settings, runtime.registry)
+    app.state.runtime = runtime
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hybridq.test") as c:
+        yield c

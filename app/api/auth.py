@@ -143,14 +143,6 @@ def require(scope: str) -> Any:
     return Depends(check)
 
 
-def actor(request: Request) -> str:
-    """Who made this request (for job_logs): `key:<name>`, or `anonymous` without auth."""
-    return str(getattr(request.state, "actor", "anonymous"))
-
-
-ActorDep = Annotated[str, Depends(actor)]
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 2 and args[0] == "hash":

@@ -6,8 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.db.admin_store import AdminStore
 from app.runtime import Runtime
 from app.settings import Settings
+
+# Who an operator's action is attributed to in job_logs.actor; the authentication layer
+# will name the API key instead.
+DEFAULT_ACTOR = "anonymous"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -22,3 +27,17 @@ def get_settings(request: Request) -> Settings:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_admin_store(request: Request) -> AdminStore:
+    runtime: Runtime = request.app.state.runtime
+    return AdminStore(runtime.pool)
+
+
+def get_actor(request: Request) -> str:
+    actor: str = getattr(request.state, "actor", None) or DEFAULT_ACTOR
+    return actor
+
+
+AdminDep = Annotated[AdminStore, Depends(get_admin_store)]
+ActorDep = Annotated[str, Depends(get_actor)]

@@ -17,33 +17,38 @@ log = logging.getLogger("hybridq.api")
 
 
 class FieldError(Exception):
-    """A request field is wrong: answered with FastAPI's validation-error shape."""
+    """A request field is wrong: answered with FastAPI's validation-error shape.
 
-    def __init__(self, status_code: int, field: str, msg: str, type_: str) -> None:
+    `location` is where the field is: "body" (default), "query", "header" or "path".
+    """
+
+    def __init__(
+        self, status_code: int, field: str, msg: str, type_: str, *, location: str = "body"
+    ) -> None:
         super().__init__(msg)
         self.status_code = status_code
         self.field = field
         self.msg = msg
         self.type = type_
-
-    def body(self) -> dict[str, Any]:
-        return {"detail": [{"loc": ["body", self.field], "msg": self.msg, "type": self.type}]}
-
-
-class PayloadErrors(Exception):
-    """The payload does not match its queue's schema: 422 locating each problem."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("payload does not match the queue's schema")
-        self.errors = errors
+        self.location = location
 
     def body(self) -> dict[str, Any]:
         return {
-            "detail": [
-                {"loc": ["body", "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in self.errors
-            ]
+            "detail": [{"loc": [self.location, self.field], "msg": self.msg, "type": self.type}]
         }
+
+
+class InputErrors(ValueError):
+    """Several input problems at once (e.g. the bad items of a batch), each with its own
+    `loc`, answered in the same shape as FieldError."""
+
+    def __init__(self, status_code: int, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} input errors")
+        self.status_code = status_code
+        self.errors = errors
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.errors}
 
 
 UNAVAILABLE = (
@@ -58,12 +63,12 @@ UNAVAILABLE = (
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PayloadErrors)
-    async def _payload_errors(_request: Request, exc: PayloadErrors) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=422)
-
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(InputErrors)
+    async def _input_errors(_request: Request, exc: InputErrors) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code)
 
     async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, Header, HTTPException, status
+from fastapi.responses import JSONResponse
 
-from app.api.deps import RuntimeDep
-from app.api.errors import FieldError, PayloadErrors
+from app.api.creation import create_jobs
+from app.api.deps import AdminDep, RuntimeDep
+from app.api.ops_schemas import KEY_MAX
 from app.api.schemas import (
     CREATE_JOB_EXAMPLES,
     CREATE_JOB_RESPONSES,
@@ -18,8 +19,7 @@ from app.api.schemas import (
     JobCreated,
     JobStatusOut,
 )
-from app.db.store import NewJob
-from app.payloads import PayloadRejected, seal_payload
+from app.api.validation import validate_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -32,41 +32,49 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     description=(
         "Stores the job in PostgreSQL (the answer comes after the commit); the migrator "
         "moves it to Redis when run_at is due, and a worker runs the queue's handler. A job "
-        "for a paused queue is accepted and waits until the queue is resumed."
+        "for a paused queue is accepted and waits until the queue is resumed.\n\n"
+        "With an `Idempotency-Key` header, the key is bound to the job for "
+        "IDEMPOTENCY_KEY_TTL seconds: the same key with the same body answers the first "
+        "answer again (200, same job, status as created), the same key with another body "
+        "is a 409. A unique index in PostgreSQL holds the key, so concurrent identical "
+        "requests make one job."
     ),
     response_description="The job is stored, queued.",
     responses=CREATE_JOB_RESPONSES,
 )
 async def create_job(
-    body: Annotated[JobCreate, Body(openapi_examples=CREATE_JOB_EXAMPLES)], rt: RuntimeDep
-) -> JobCreated:
-    size = len(orjson.dumps(body.payload))
-    limit = rt.settings.max_payload_bytes
-    if size > limit:
-        raise FieldError(
-            413, "payload", f"payload is {size} bytes; the limit is {limit}", "too_large"
-        )
-    try:
-        payload = seal_payload(rt.registry, rt.cipher, body.queue_name, body.payload)
-    except PayloadRejected as exc:
-        raise PayloadErrors(exc.errors) from None
-    created = await rt.store.create_job(
-        NewJob(
-            queue_name=body.queue_name,
-            payload=payload,
-            priority=body.priority,
-            run_at=body.run_at,
-            max_attempts=body.max_attempts,
-        )
+    body: Annotated[JobCreate, Body(openapi_examples=CREATE_JOB_EXAMPLES)],
+    rt: RuntimeDep,
+    admin: AdminDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=KEY_MAX,
+            description="Makes retries of this request safe: see above.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    job = validate_job(body, max_payload_bytes=rt.settings.max_payload_bytes, model=JobCreate)
+    (result,) = await create_jobs(
+        rt,
+        admin,
+        [job],
+        [idempotency_key],
+        locs=[("body",)],
+        key_fields=["Idempotency-Key"],
     )
-    if created is None:
-        raise FieldError(422, "queue_name", f"unknown queue {body.queue_name!r}", "unknown_queue")
-    return JobCreated(
+    created = result.job
+    assert created is not None
+    answer = JobCreated(
         job_id=created.id,
-        status=created.status,
+        status="queued",
         queue_name=created.queue_name,
         priority=created.priority,
     )
+    code = status.HTTP_201_CREATED if result.outcome == "created" else status.HTTP_200_OK
+    return JSONResponse(answer.model_dump(mode="json"), status_code=code)
 
 
 @router.get(

@@ -17,7 +17,9 @@ PRIORITY_MIN = 0
 PRIORITY_MAX = 1000
 MAX_ATTEMPTS_MAX = 100
 
-JobStatus = Literal["queued", "migrated_to_redis", "running", "completed", "failed", "cancelled"]
+JobStatus = Literal[
+    "queued", "migrated_to_redis", "running", "completed", "failed", "cancelled", "discarded"
+]
 
 
 class JobCreate(BaseModel):
@@ -232,6 +234,36 @@ UNAVAILABLE_DETAIL = "a backing service (PostgreSQL) is unavailable; retry later
 _UNAVAILABLE = {"unavailable": ("PostgreSQL is down", {"detail": UNAVAILABLE_DETAIL})}
 
 CREATE_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: documented(
+        JobCreated,
+        "The Idempotency-Key made this job before, with the same body: the first answer "
+        "again (status as it was created).",
+        {
+            "replayed": (
+                "A retried request",
+                {
+                    "job_id": "0b9d6f7e-3f7c-4a36-9a51-2f7f1b0e9c11",
+                    "status": "queued",
+                    "queue_name": "email-sending",
+                    "priority": 75,
+                },
+            )
+        },
+    ),
+    409: documented(
+        ValidationErrorOut,
+        "The Idempotency-Key was used with a different request body; nothing written.",
+        {
+            "key_reused": (
+                "Same key, other body",
+                field_error(
+                    ["header", "Idempotency-Key"],
+                    "this idempotency key was used with a different request",
+                    "idempotency_key_reused",
+                ),
+            )
+        },
+    ),
     413: documented(
         ValidationErrorOut,
         "The payload is over MAX_PAYLOAD_BYTES; nothing written.",
@@ -272,6 +304,10 @@ CREATE_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
                 field_error(
                     ["body", "priorty"], "Extra inputs are not permitted", "extra_forbidden"
                 ),
+            ),
+            "payload_schema": (
+                "Payload does not match the queue's payload model",
+                field_error(["body", "payload", "to"], "Field required", "missing"),
             ),
         },
     ),

@@ -33,8 +33,11 @@ JOB_STATUSES: Final = (
     "completed",
     "failed",
     "cancelled",
+    "discarded",
 )
-TERMINAL_STATUSES: Final = ("completed", "failed", "cancelled")
+# `failed` is the dead-letter state; an operator may replay it (-> queued) or discard it
+# (-> `discarded`, kept for the record until retention deletes it).
+TERMINAL_STATUSES: Final = ("completed", "failed", "cancelled", "discarded")
 
 # The seed's queues, created by the first migration.
 SEED_QUEUES: Final = (
@@ -108,6 +111,23 @@ class Job(Base):
             "lease_expires_at",
             postgresql_where=text("status = 'running'"),
         ),
+        # Idempotency-Key: the truth of "this key already made a job".
+        Index(
+            "uq_jobs_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        # Dead letters, newest first (GET /dead-letter, bulk replay).
+        Index(
+            "idx_jobs_dead_letter",
+            "failed_at",
+            "id",
+            postgresql_where=text("status = 'failed'"),
+        ),
+        # Job listing (GET /jobs), newest first, with or without a queue.
+        Index("idx_jobs_created", "created_at", "id"),
+        Index("idx_jobs_queue_created", "queue_name", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
@@ -131,6 +151,9 @@ class Job(Base):
     # The fencing token of the current attempt is (worker_id, attempt_count).
     worker_id: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(TZ)
+    # Idempotency-Key of the request that made the job, and a hash of its canonical body.
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_hash: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 
@@ -149,6 +172,8 @@ class JobLog(Base):
     log_message: Mapped[str | None] = mapped_column(Text)
     attempt_number: Mapped[int] = mapped_column(Integer, nullable=False)
     worker_id: Mapped[str | None] = mapped_column(String(255))
+    # Who made an operator's change (replay, cancel, discard); NULL for a worker's attempt.
+    actor: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     finished_at: Mapped[datetime | None] = mapped_column(TZ)
     duration: Mapped[timedelta | None] = mapped_column(Interval)

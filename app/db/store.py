@@ -113,6 +113,7 @@ class Claim:
     attempt: int
     max_attempts: int
     started_at: datetime
+    run_at: datetime | None = None  # when the job was due (for the wait-time metric)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ class Success:
     attempt: int
     started_at: datetime
     finished_at: datetime
+    queue_name: str = ""  # for metrics only
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ class Failure:
     finished_at: datetime
     error: str
     retry_delay: float
+    queue_name: str = ""  # for metrics only
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,7 @@ UPDATE jobs SET
     updated_at = now()
 FROM locked
 WHERE jobs.id = locked.id AND locked.status = 'migrated_to_redis'
-RETURNING jobs.id, jobs.attempt_count, jobs.max_attempts, jobs.started_at
+RETURNING jobs.id, jobs.attempt_count, jobs.max_attempts, jobs.started_at, jobs.run_at
 """
 
 RENEW_LEASES = """
@@ -463,6 +466,7 @@ class JobStore:
                 attempt=r["attempt_count"],
                 max_attempts=r["max_attempts"],
                 started_at=r["started_at"],
+                run_at=r["run_at"],
             )
             for r in rows
         ]

@@ -24,6 +24,7 @@ from app.db.store import JobStore, MovedJob
 from app.job_state import JobStateCache
 from app.keys import Keys
 from app.loops import Backoff, wait_any
+from app.metrics import MetricsWriter
 from app.settings import Settings
 
 log = logging.getLogger("hybridq.migrator")
@@ -57,6 +58,7 @@ class Migrator:
         self.settings = settings
         self.dsn = dsn or settings.database_url
         self.state = JobStateCache(keys, settings.job_hash_ttl)
+        self.metrics = MetricsWriter(keys)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
@@ -119,8 +121,12 @@ class Migrator:
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, messages in by_key.items():
                 pipe.lpush(key, *messages)
+            per_queue: dict[str, int] = defaultdict(int)
             for job in jobs:
                 self.state.migrated(pipe, job.id, job.attempt_count)
+                per_queue[job.queue_name] += 1
+            for queue, moved in per_queue.items():
+                self.metrics.count(pipe, "migrated", queue, moved)
             await pipe.execute()
 
     # --- the loop -----------------------------------------------------------------

@@ -14,10 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from app.db.store import Failure, JobStore, Success
 from app.job_state import JobStateCache
+from app.logs import bound_job
 from app.loops import Backoff
+from app.metrics import MetricsWriter
 
 log = logging.getLogger("hybridq.worker")
 
@@ -45,6 +48,7 @@ class OutcomeRecorder:
         self.redis = redis
         self.state = state
         self.worker_id = worker_id
+        self.metrics = MetricsWriter(state.keys)
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -116,10 +120,14 @@ class OutcomeRecorder:
                 for s in successes:
                     if s.job_id in completed:
                         self.state.completed(pipe, s.job_id, s.finished_at, s.attempt)
+                        self._count_outcome(pipe, s, "completed")
                 errors = {f.job_id: f for f in failures}
                 for result in failed:
                     f = errors[result.job_id]
                     self.state.failed_attempt(pipe, f.job_id, result.status, f.error, f.attempt)
+                    self.metrics.count(pipe, "failed", f.queue_name)
+                    outcome = "retried" if result.status == "queued" else "dead_lettered"
+                    self._count_outcome(pipe, f, outcome)
                 await pipe.execute()
         except Exception:
             # The hash is only a cache of PostgreSQL's state: never fail a job over it.
@@ -128,10 +136,16 @@ class OutcomeRecorder:
         for p in batch:
             ok = p.outcome.job_id in applied
             if not ok:
-                log.warning(
-                    "job %s attempt %d: outcome discarded, this worker no longer holds it",
-                    p.outcome.job_id,
-                    p.outcome.attempt,
-                )
+                with bound_job(p.outcome.job_id, None, p.outcome.attempt, self.worker_id):
+                    log.warning(
+                        "job %s attempt %d: outcome discarded, this worker no longer holds it",
+                        p.outcome.job_id,
+                        p.outcome.attempt,
+                    )
             if not p.done.done():
                 p.done.set_result(ok)
+
+    def _count_outcome(self, pipe: Pipeline, outcome: Outcome, counter: str) -> None:
+        self.metrics.count(pipe, counter, outcome.queue_name)
+        run = (outcome.finished_at - outcome.started_at).total_seconds()
+        self.metrics.observe(pipe, "run_seconds", outcome.queue_name, run)

@@ -29,7 +29,9 @@ from app.crypto import PayloadCipher
 from app.db.store import Claim, Failure, JobStore, Success
 from app.job_state import JobStateCache
 from app.keys import Keys
+from app.logs import bound_job, set_job_context
 from app.loops import Backoff, wait_any
+from app.metrics import MetricsWriter
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
 from app.worker.recorder import OutcomeRecorder
@@ -85,6 +87,7 @@ class Worker:
         self.cipher = cipher or PayloadCipher([], {})
         self.fetch_keys = keys.fetch_order(self.queues)
         self.state = JobStateCache(keys, settings.job_hash_ttl)
+        self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(
             store=store, redis=redis, state=self.state, worker_id=self.worker_id
         )
@@ -189,12 +192,20 @@ class Worker:
             return
         won = {c.id for c in claims}
         for job_id in by_id.keys() - won:
-            log.debug("dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id)
+            with bound_job(job_id, by_id[job_id].get("queue_name"), None, self.worker_id):
+                log.debug(
+                    "dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id
+                )
 
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for c in claims:
                     self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
+                    queue = by_id[c.id]["queue_name"]
+                    self.metrics.count(pipe, "started", queue)
+                    if c.run_at is not None:
+                        wait = (c.started_at - c.run_at).total_seconds()
+                        self.metrics.observe(pipe, "wait_seconds", queue, wait)
                 await pipe.execute()
         except Exception:
             log.warning("could not update job hashes in Redis", exc_info=True)
@@ -241,6 +252,8 @@ class Worker:
     # --- running ------------------------------------------------------------------
 
     async def _execute(self, claim: Claim, job: Job) -> None:
+        # This task's own context: every line logged while it runs names the job.
+        set_job_context(job.id, job.queue_name, claim.attempt, self.worker_id)
         handler = self.registry.get(job.queue_name)
         started = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -269,7 +282,11 @@ class Worker:
         if error is None:
             await self.recorder.record(
                 Success(
-                    job_id=job.id, attempt=claim.attempt, started_at=started, finished_at=finished
+                    job_id=job.id,
+                    attempt=claim.attempt,
+                    started_at=started,
+                    finished_at=finished,
+                    queue_name=job.queue_name,
                 )
             )
             return
@@ -290,6 +307,7 @@ class Worker:
                 finished_at=finished,
                 error=error[:10_000],
                 retry_delay=delay,
+                queue_name=job.queue_name,
             )
         )
 
@@ -325,7 +343,9 @@ class Worker:
                 entry = self._inflight.get(job_id)
                 # A job whose outcome was just recorded is no longer running: not lost.
                 if entry is not None and not entry.recording:
-                    log.warning("job %s: lease lost; its outcome will be discarded", job_id)
+                    job = entry.job
+                    with bound_job(job_id, job.queue_name, job.attempt, self.worker_id):
+                        log.warning("job %s: lease lost; its outcome will be discarded", job_id)
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.worker_heartbeat(self.worker_id), str(now), ex=ttl)

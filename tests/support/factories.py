@@ -91,3 +91,25 @@ async def run_until_settled(rt: Runtime, **worker_args: Any) -> None:
         if wait:
             await asyncio.sleep(min(wait, 2.0))
     raise AssertionError("jobs did not settle")
+
+
+async def make_failed(
+    rt: Runtime,
+    queue: str,
+    *,
+    failed_at: datetime | None = None,
+    error: str = "boom",
+    attempts: int = 3,
+) -> uuid.UUID:
+    """A dead letter made directly in PostgreSQL (for listing and filtering tests; the
+    replay tests make theirs by running a failing handler)."""
+    job_id = await create_job(rt, queue, max_attempts=attempts)
+    await rt.pool.execute(
+        "UPDATE jobs SET status = 'failed', attempt_count = max_attempts, "
+        "failed_at = COALESCE($2, now()), last_error_message = $3, updated_at = now() "
+        "WHERE id = $1",
+        job_id,
+        failed_at,
+        error,
+    )
+    return job_id

@@ -1,0 +1,135 @@
+"""Dead letters: jobs whose attempts are exhausted (status `failed`). List them, replay
+one or many (back to queued, attempts reset, history kept), or discard one."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from app.api.actions import ReasonQuery, apply_action, publish_changes
+from app.api.deps import ActorDep, AdminDep, RuntimeDep
+from app.api.ops_schemas import ActionOut, BulkReplayIn, BulkReplayOut, JobOut, JobPage
+from app.api.pagination import (
+    LIMIT_DEFAULT,
+    CursorQuery,
+    LimitQuery,
+    decode_time_id_cursor,
+    page_of,
+    time_id_cursor,
+)
+from app.api.schemas import MessageOut, ValidationErrorOut
+
+router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
+
+# Bulk replay works in transactions of this many jobs.
+REPLAY_BATCH = 1000
+
+_ERRORS_404_409: dict[int | str, dict[str, Any]] = {
+    404: {"model": MessageOut, "description": "No job has this id."},
+    409: {"model": MessageOut, "description": "The job is not failed (the body says its status)."},
+    422: {
+        "model": ValidationErrorOut,
+        "description": "The id is not a UUID, or reason is too long.",
+    },
+    503: {"model": MessageOut, "description": "PostgreSQL is unavailable; nothing changed."},
+}
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    summary="List dead letters",
+    description="Failed jobs (attempts exhausted), newest failure first. Filter by queue and "
+    "by failure time; page with `cursor`.",
+    responses={
+        422: {"model": ValidationErrorOut, "description": "A bad filter, limit or cursor."},
+        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+    },
+)
+async def list_dead_letters(
+    admin: AdminDep,
+    queue_name: Annotated[str | None, Query(max_length=100, description="Only this queue.")] = None,
+    failed_since: Annotated[
+        AwareDatetime | None, Query(description="Only jobs that failed at or after this time.")
+    ] = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = LIMIT_DEFAULT,
+) -> JobPage:
+    rows = await admin.list_dead_letters(
+        queue_name=queue_name,
+        failed_since=failed_since,
+        after=decode_time_id_cursor(cursor),
+        limit=limit + 1,
+    )
+    items, last = page_of(rows, limit)
+    next_cursor = None
+    if last is not None:
+        assert last.failed_at is not None
+        next_cursor = time_id_cursor(last.failed_at, last.id)
+    return JobPage(items=[JobOut.of(r) for r in items], next_cursor=next_cursor)
+
+
+@router.post(
+    "/replay",
+    response_model=BulkReplayOut,
+    summary="Replay the dead letters of a queue",
+    description="Every job of the queue that is failed (and failed since `failed_since`, if "
+    "given) goes back to queued with its attempts reset and its error cleared; its history "
+    "stays in its logs, with a `replayed` row naming who and why. Jobs failing while this "
+    "runs are left alone. Works in transactions of 1,000 jobs.",
+    responses={
+        422: {"model": ValidationErrorOut, "description": "A field is invalid."},
+        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+    },
+)
+async def replay_dead_letters(
+    body: BulkReplayIn, rt: RuntimeDep, admin: AdminDep, actor: ActorDep
+) -> BulkReplayOut:
+    until = await admin.database_now()
+    total = 0
+    while True:
+        replayed = await admin.replay_dead_letters_batch(
+            body.queue_name,
+            body.failed_since,
+            until,
+            REPLAY_BATCH,
+            reason=body.reason or "replayed from the dead letters (bulk)",
+            actor=actor,
+        )
+        await publish_changes(rt, replayed, "replayed")
+        total += len(replayed)
+        if len(replayed) < REPLAY_BATCH:
+            return BulkReplayOut(replayed=total)
+
+
+@router.post(
+    "/{job_id}/replay",
+    response_model=ActionOut,
+    summary="Replay one dead letter",
+    description="This job, and no other, goes from failed back to queued: attempt_count 0, "
+    "last_error_message and failed_at cleared, run_at now. Its logs keep every earlier "
+    "attempt and gain a `replayed` row with the actor and reason.",
+    responses=_ERRORS_404_409,
+)
+async def replay_job(
+    job_id: uuid.UUID, rt: RuntimeDep, admin: AdminDep, actor: ActorDep, reason: ReasonQuery = None
+) -> ActionOut:
+    return await apply_action(rt, admin, "replay", job_id, reason=reason, actor=actor)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=ActionOut,
+    summary="Discard one dead letter",
+    description="The failed job becomes `discarded`: it is kept (with its logs) for the "
+    "record, never runs again, and is deleted by retention after RETENTION_FAILED seconds "
+    "like a failed job.",
+    responses=_ERRORS_404_409,
+)
+async def discard_job(
+    job_id: uuid.UUID, rt: RuntimeDep, admin: AdminDep, actor: ActorDep, reason: ReasonQuery = None
+) -> ActionOut:
+    return await apply_action(rt, admin, "discard", job_id, reason=reason, actor=actor)

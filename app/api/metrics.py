@@ -1,0 +1,135 @@
+"""GET /metrics in the Prometheus text format.
+
+Counters and histograms are read from Redis, where every process (API, migrators,
+workers on any machine) adds to them; gauges are computed now: jobs by queue and status
+in PostgreSQL (under STATS_TIMEOUT), Redis list depths and live workers. A fresh
+registry with one custom collector renders the snapshot, so nothing is kept in this
+process between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from app.api.deps import AdminDep, RuntimeDep
+from app.api.schemas import MessageOut
+from app.db.admin_store import JobCounts
+from app.metrics import COUNTERS, HISTOGRAMS, StoredMetrics, read_stored_metrics
+from app.observe import LiveWorkers, live_workers, redis_depths
+
+router = APIRouter(tags=["metrics"])
+
+EXAMPLE = """# HELP hybridq_jobs_completed_total Jobs completed.
+# TYPE hybridq_jobs_completed_total counter
+hybridq_jobs_completed_total{queue="email-sending"} 9000.0
+# HELP hybridq_job_run_seconds Seconds a handler ran, per attempt.
+# TYPE hybridq_job_run_seconds histogram
+hybridq_job_run_seconds_bucket{le="0.005",queue="email-sending"} 8500.0
+...
+hybridq_redis_queue_depth{level="high",queue="email-sending"} 3.0
+hybridq_workers_live 4.0
+"""
+
+
+class SnapshotCollector(Collector):
+    """Yields the metric families of one scrape's readings."""
+
+    def __init__(
+        self,
+        stored: StoredMetrics,
+        counts: JobCounts,
+        depths: dict[str, dict[str, int]],
+        workers: LiveWorkers,
+    ) -> None:
+        self.stored = stored
+        self.counts = counts
+        self.depths = depths
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_text in COUNTERS.items():
+            counter = CounterMetricFamily(f"hybridq_jobs_{name}", help_text, labels=["queue"])
+            for queue, value in sorted(self.stored.counters.get(name, {}).items()):
+                counter.add_metric([queue], value)
+            yield counter
+        for name, help_text in HISTOGRAMS.items():
+            histogram = HistogramMetricFamily(f"hybridq_job_{name}", help_text, labels=["queue"])
+            for queue, data in sorted(self.stored.histograms.get(name, {}).items()):
+                histogram.add_metric([queue], data.cumulative(), sum_value=data.sum)
+            yield histogram
+
+        jobs = GaugeMetricFamily(
+            "hybridq_jobs",
+            "Jobs in PostgreSQL by queue and status (absent when the count timed out).",
+            labels=["queue", "status"],
+        )
+        for queue, by_status in sorted(self.counts.by_queue.items()):
+            for status, n in sorted(by_status.items()):
+                jobs.add_metric([queue, status], n)
+        yield jobs
+        estimated = GaugeMetricFamily(
+            "hybridq_jobs_by_status",
+            "Jobs in PostgreSQL by status: exact, or the planner's estimate when the exact "
+            "count timed out (see hybridq_job_counts_exact).",
+            labels=["status"],
+        )
+        for status, n in sorted(self.counts.by_status.items()):
+            estimated.add_metric([status], n)
+        yield estimated
+        yield GaugeMetricFamily(
+            "hybridq_job_counts_exact",
+            "1 if the job counts of this scrape are exact, 0 if they are estimates.",
+            value=1 if self.counts.exact else 0,
+        )
+        depth = GaugeMetricFamily(
+            "hybridq_redis_queue_depth",
+            "Jobs waiting in each Redis list of a queue.",
+            labels=["queue", "level"],
+        )
+        for queue, levels in sorted(self.depths.items()):
+            for level, n in levels.items():
+                depth.add_metric([queue, level], n)
+        yield depth
+        yield GaugeMetricFamily(
+            "hybridq_workers_live",
+            "Workers with a heartbeat within VISIBILITY_TIMEOUT.",
+            value=self.workers.count,
+        )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Counters (jobs created, migrated, started, completed, failed, retried, "
+    "dead-lettered, replayed, cancelled, discarded) and histograms (wait time from run_at "
+    "to start; run duration), by queue, totalled across every process through Redis; "
+    "gauges of jobs in PostgreSQL by queue and status, Redis list depths and live "
+    "workers, computed at the scrape.",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"example": EXAMPLE}},
+            "description": "The Prometheus text exposition format.",
+        },
+        503: {"model": MessageOut, "description": "PostgreSQL or Redis is unavailable."},
+    },
+)
+async def metrics(rt: RuntimeDep, admin: AdminDep) -> Response:
+    stored = await read_stored_metrics(rt.redis, rt.keys)
+    counts = await admin.count_jobs(timeout=rt.settings.stats_timeout)
+    queues = [q.name for q in await admin.list_queues(after=None, limit=10_000)]
+    depths = await redis_depths(rt.redis, rt.keys, queues)
+    workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(stored, counts, depths, workers))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

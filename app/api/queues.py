@@ -1,0 +1,122 @@
+"""Queues: their settings, counts by status, Redis depths and the age of the oldest due
+job; create a queue; pause or resume one and set its default priority."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+
+from app.api.deps import AdminDep, RuntimeDep
+from app.api.errors import FieldError
+from app.api.ops_schemas import (
+    QueueCreate,
+    QueueOut,
+    QueuePage,
+    QueueSettingsOut,
+    QueueUpdate,
+    RedisDepths,
+)
+from app.api.pagination import (
+    LIMIT_DEFAULT,
+    CursorQuery,
+    LimitQuery,
+    decode_name_cursor,
+    name_cursor,
+    page_of,
+)
+from app.api.schemas import MessageOut, ValidationErrorOut
+from app.db.admin_store import QueueRow
+from app.observe import redis_depths
+
+router = APIRouter(prefix="/queues", tags=["queues"])
+
+
+@router.get(
+    "",
+    response_model=QueuePage,
+    summary="List queues",
+    description="Every queue (by name; page with `cursor`) with its default_priority and "
+    "is_active, its jobs by status in PostgreSQL (exact, or null when counting takes longer "
+    "than STATS_TIMEOUT), the depth of its three Redis lists and the age of its oldest due "
+    "job not yet started.",
+    responses={
+        422: {"model": ValidationErrorOut, "description": "A bad limit or cursor."},
+        503: {"model": MessageOut, "description": "PostgreSQL or Redis is unavailable."},
+    },
+)
+async def list_queues(
+    rt: RuntimeDep, admin: AdminDep, cursor: CursorQuery = None, limit: LimitQuery = LIMIT_DEFAULT
+) -> QueuePage:
+    rows = await admin.list_queues(after=decode_name_cursor(cursor), limit=limit + 1)
+    queues, last = page_of(rows, limit)
+    names = [q.name for q in queues]
+    counts = await admin.count_jobs(timeout=rt.settings.stats_timeout, queue_names=names)
+    ages = await admin.oldest_due_ages(names)
+    depths = await redis_depths(rt.redis, rt.keys, names)
+    items = [
+        QueueOut(
+            name=q.name,
+            default_priority=q.default_priority,
+            is_active=q.is_active,
+            created=q.created,
+            counts=counts.by_queue.get(q.name, {}) if counts.exact else None,
+            counts_exact=counts.exact,
+            redis_depth=RedisDepths(**depths[q.name]),
+            oldest_due_age_seconds=ages.get(q.name),
+        )
+        for q in queues
+    ]
+    return QueuePage(items=items, next_cursor=name_cursor(last.name) if last else None)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=QueueSettingsOut,
+    summary="Create a queue",
+    description="A queue that jobs may name. Workers run its jobs once a handler is "
+    "registered for it (HANDLER_MODULES).",
+    responses={
+        409: {"model": MessageOut, "description": "A queue of this name exists."},
+        422: {"model": ValidationErrorOut, "description": "A bad name or default_priority."},
+        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+    },
+)
+async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
+    row = await admin.create_queue(body.name, body.default_priority, body.is_active)
+    if row is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"queue {body.name!r} exists")
+    return _settings(row)
+
+
+@router.patch(
+    "/{name:path}",
+    response_model=QueueSettingsOut,
+    summary="Pause, resume or re-prioritise a queue",
+    description="`is_active: false` pauses the queue: it keeps accepting jobs, but the "
+    "migrator moves none of them to Redis (jobs already in Redis still run). `true` "
+    "resumes it. `default_priority` applies to jobs created afterwards without a priority.",
+    responses={
+        404: {"model": MessageOut, "description": "No queue has this name."},
+        422: {"model": ValidationErrorOut, "description": "A bad or empty body."},
+        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+    },
+)
+async def update_queue(name: str, body: QueueUpdate, admin: AdminDep) -> QueueSettingsOut:
+    if body.is_active is None and body.default_priority is None:
+        raise FieldError(422, "is_active", "give is_active, default_priority or both", "missing")
+    row = await admin.update_queue(name, body.default_priority, body.is_active)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"queue {name!r} not found")
+    return _settings(row)
+
+
+def _settings(row: QueueRow) -> QueueSettingsOut:
+    fields: dict[str, Any] = {
+        "name": row.name,
+        "default_priority": row.default_priority,
+        "is_active": row.is_active,
+        "created": row.created,
+    }
+    return QueueSettingsOut(**fields)

@@ -1,0 +1,124 @@
+"""The one validation of a job request, shared by POST /jobs, each item of POST
+/jobs/batch and the producer library (`app.producer`), and the canonical request hash
+that idempotency keys compare."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from app.api.errors import InputErrors
+from app.api.schemas import JobCreate
+from app.crypto import PayloadCipher
+from app.db.admin_store import JobToInsert
+from app.payloads import PayloadRejected, seal_payload
+from app.registry import HandlerRegistry
+
+M = TypeVar("M", bound=JobCreate)
+
+
+def validate_job(
+    data: Mapping[str, Any] | JobCreate,
+    *,
+    max_payload_bytes: int,
+    model: type[M] = JobCreate,  # type: ignore[assignment]
+    loc: Sequence[str | int] = ("body",),
+) -> M:
+    """The job request as a model, or InputErrors naming every bad field under `loc`
+    (422; 413 when the only problem is a payload over `max_payload_bytes`)."""
+    if isinstance(data, model):
+        job = data
+    else:
+        raw = data.model_dump(exclude_unset=True) if isinstance(data, JobCreate) else data
+        try:
+            job = model.model_validate(raw)
+        except ValidationError as exc:
+            errors = [
+                {"loc": [*loc, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False)
+            ]
+            raise InputErrors(422, errors) from exc
+    size = len(payload_json(job))
+    if size > max_payload_bytes:
+        raise InputErrors(
+            413,
+            [
+                {
+                    "loc": [*loc, "payload"],
+                    "msg": f"payload is {size} bytes; the limit is {max_payload_bytes}",
+                    "type": "too_large",
+                }
+            ],
+        )
+    return job
+
+
+def payload_json(job: JobCreate) -> str:
+    return orjson.dumps(job.payload).decode()
+
+
+def request_hash(job: JobCreate) -> str:
+    """SHA-256 of the canonical request: the job's fields (sorted keys, run_at in UTC),
+    without its idempotency key."""
+    fields = {name: getattr(job, name) for name in JobCreate.model_fields}
+    if fields["run_at"] is not None:
+        fields["run_at"] = fields["run_at"].astimezone(UTC).isoformat()
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def seal(
+    job: JobCreate,
+    registry: HandlerRegistry,
+    cipher: PayloadCipher,
+    loc: Sequence[str | int] = ("body",),
+) -> dict[str, Any]:
+    """The payload as it must be stored: checked against the queue's payload model, its
+    sensitive fields encrypted. InputErrors (422) locates each schema error."""
+    try:
+        return seal_payload(registry, cipher, job.queue_name, job.payload)
+    except PayloadRejected as exc:
+        raise InputErrors(
+            422,
+            [
+                {"loc": [*loc, "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors
+            ],
+        ) from None
+
+
+def to_insert(
+    job: JobCreate, idempotency_key: str | None, sealed_payload: dict[str, Any]
+) -> JobToInsert:
+    """The row to insert; the request hash is of the request as sent (encryption makes
+    a new token every time), the stored payload is the sealed one."""
+    return JobToInsert(
+        queue_name=job.queue_name,
+        payload_json=orjson.dumps(sealed_payload).decode(),
+        priority=job.priority,
+        run_at=job.run_at,
+        max_attempts=job.max_attempts,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(job) if idempotency_key is not None else None,
+    )
+
+
+def unknown_queue_error(queue_name: str, loc: Sequence[str | int]) -> dict[str, Any]:
+    return {
+        "loc": [*loc, "queue_name"],
+        "msg": f"unknown queue {queue_name!r}",
+        "type": "unknown_queue",
+    }
+
+
+def key_conflict_error(loc: Sequence[str | int], field: str) -> dict[str, Any]:
+    return {
+        "loc": [*loc, field],
+        "msg": "this idempotency key was used with a different request",
+        "type": "idempotency_key_reused",
+    }

@@ -1,0 +1,161 @@
+"""Metrics whose truth lives in Redis, so every process (API, migrators, workers on any
+machine) adds to the same totals and any API process can serve /metrics.
+
+Counters are hashes (field = queue) bumped with HINCRBY; histograms are hashes of
+per-bucket counts plus sum and count. Writers add their commands to a pipeline they
+already execute (the worker's claim and outcome pipelines, the migrator's push), so a
+metric costs no extra round trip. Gauges are not stored: /metrics computes them when it
+is scraped (see app.api.metrics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from app.keys import Keys
+
+# name -> help text. Exposed as hybridq_jobs_<name>_total{queue}.
+COUNTERS: Final = {
+    "created": "Jobs created through the HTTP API (POST /jobs and /jobs/batch).",
+    "migrated": "Jobs moved from PostgreSQL to Redis by a migrator (each move counts).",
+    "started": "Attempts started: claims won by a worker.",
+    "completed": "Jobs completed.",
+    "failed": "Failed attempts (retried plus dead-lettered).",
+    "retried": "Failed attempts after which a retry was scheduled.",
+    "dead_lettered": "Jobs whose attempts ran out: they became failed (the dead letters).",
+    "replayed": "Dead letters an operator sent back to queued.",
+    "cancelled": "Jobs an operator cancelled.",
+    "discarded": "Dead letters an operator discarded.",
+}
+
+# name -> help text. Exposed as hybridq_job_<name>{queue}.
+HISTOGRAMS: Final = {
+    "wait_seconds": "Seconds from when a job was due (run_at: its creation or retry time) "
+    "to the start of its attempt.",
+    "run_seconds": "Seconds a handler ran, per attempt.",
+}
+
+BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    math.inf,
+)
+
+
+def bucket_label(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+BUCKET_LABELS: Final = tuple(bucket_label(b) for b in BUCKETS)
+
+
+def bucket_of(seconds: float) -> str:
+    """The label of the smallest bucket whose upper bound holds `seconds`."""
+    for bound, label in zip(BUCKETS, BUCKET_LABELS, strict=True):
+        if seconds <= bound:
+            return label
+    return "+Inf"  # NaN
+
+
+class MetricsWriter:
+    """Adds metric updates to a caller's Redis pipeline."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+
+    def count(self, pipe: Pipeline, name: str, queue: str, amount: int = 1) -> None:
+        if name not in COUNTERS:
+            raise ValueError(f"unknown counter {name!r}")
+        if amount:
+            pipe.hincrby(self.keys.metric_counter(name), queue, amount)
+
+    def observe(self, pipe: Pipeline, name: str, queue: str, seconds: float) -> None:
+        if name not in HISTOGRAMS:
+            raise ValueError(f"unknown histogram {name!r}")
+        seconds = max(0.0, seconds)
+        key = self.keys.metric_histogram(name)
+        pipe.hincrby(key, f"{queue}|{bucket_of(seconds)}", 1)
+        pipe.hincrbyfloat(key, f"{queue}|sum", seconds)
+        pipe.hincrby(key, f"{queue}|count", 1)
+
+    async def count_now(
+        self, redis: aioredis.Redis, name: str, amounts: Iterable[tuple[str, int]]
+    ) -> None:
+        """Bump a counter for several queues in one round trip (outside a pipeline)."""
+        async with redis.pipeline(transaction=False) as pipe:
+            for queue, amount in amounts:
+                self.count(pipe, name, queue, amount)
+            await pipe.execute()
+
+
+@dataclass(slots=True)
+class HistogramData:
+    buckets: dict[str, int] = field(default_factory=dict)  # label -> count in that bucket
+    sum: float = 0.0
+    count: int = 0
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: (upper bound, observations <= bound), ending with +Inf."""
+        total = 0
+        out: list[tuple[str, float]] = []
+        for label in BUCKET_LABELS:
+            total += self.buckets.get(label, 0)
+            out.append((label, float(total)))
+        return out
+
+
+@dataclass(slots=True)
+class StoredMetrics:
+    counters: dict[str, dict[str, int]]  # name -> queue -> total
+    histograms: dict[str, dict[str, HistogramData]]  # name -> queue -> data
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def read_stored_metrics(redis: aioredis.Redis, keys: Keys) -> StoredMetrics:
+    """Every counter and histogram, in one pipeline of HGETALLs."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in COUNTERS:
+            pipe.hgetall(keys.metric_counter(name))
+        for name in HISTOGRAMS:
+            pipe.hgetall(keys.metric_histogram(name))
+        results = await pipe.execute()
+    counters: dict[str, dict[str, int]] = {}
+    for name, raw in zip(COUNTERS, results[: len(COUNTERS)], strict=True):
+        counters[name] = {_text(q): int(v) for q, v in raw.items()}
+    histograms: dict[str, dict[str, HistogramData]] = {}
+    for name, raw in zip(HISTOGRAMS, results[len(COUNTERS) :], strict=True):
+        per_queue: dict[str, HistogramData] = {}
+        for f, v in raw.items():
+            queue, _, part = _text(f).rpartition("|")
+            data = per_queue.setdefault(queue, HistogramData())
+            if part == "sum":
+                data.sum = float(v)
+            elif part == "count":
+                data.count = int(v)
+            else:
+                data.buckets[part] = int(v)
+        histograms[name] = per_queue
+    return StoredMetrics(counters=counters, histograms=histograms)

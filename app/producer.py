@@ -1,0 +1,164 @@
+"""The producer library: enqueue jobs from Python inside your own transaction.
+
+    from app.producer import enqueue
+
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(order)
+        job_id = await enqueue(session, "email-sending", {"order_id": order.id})
+    # The job exists only if this transaction commits; the migrator is woken at commit.
+
+`enqueue` and `enqueue_many` take an open SQLAlchemy AsyncSession or AsyncConnection
+(on the asyncpg driver) and run the same statements and validation as POST /jobs and
+POST /jobs/batch, inside a savepoint of the caller's transaction: a rejected call
+changes nothing and leaves the caller's transaction usable.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.api.errors import InputErrors
+from app.api.ops_schemas import BatchJob
+from app.api.validation import (
+    key_conflict_error,
+    seal,
+    to_insert,
+    unknown_queue_error,
+    validate_job,
+)
+from app.crypto import PayloadCipher
+from app.db.admin_store import insert_jobs
+from app.registry import default_registry
+from app.settings import Settings
+
+# The service's defaults (MAX_PAYLOAD_BYTES, IDEMPOTENCY_KEY_TTL); pass your own to match
+# a deployment that changed them.
+MAX_PAYLOAD_BYTES = 256 * 1024
+IDEMPOTENCY_KEY_TTL = 86_400
+
+# Raised for a rejected job: `.errors` lists each problem as {"loc", "msg", "type"} and
+# `.status_code` is the HTTP status the API would answer (422, 413 or 409).
+JobRejected = InputErrors
+
+
+@functools.cache
+def _environment_cipher() -> PayloadCipher:
+    settings = Settings()
+    return PayloadCipher(settings.encryption_keys, settings.encrypted_fields)
+
+
+async def enqueue(
+    conn_or_session: AsyncSession | AsyncConnection,
+    queue_name: str,
+    payload: dict[str, Any],
+    *,
+    priority: int | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int = 3,
+    idempotency_key: str | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
+    cipher: PayloadCipher | None = None,
+) -> uuid.UUID:
+    """Insert one job in the caller's transaction; returns its id.
+
+    With `idempotency_key`, the same key and the same job within `idempotency_key_ttl`
+    seconds return the existing job's id; the same key with another job raises
+    JobRejected (409).
+    """
+    item: dict[str, Any] = {"queue_name": queue_name, "payload": payload}
+    if priority is not None:
+        item["priority"] = priority
+    if run_at is not None:
+        item["run_at"] = run_at
+    item["max_attempts"] = max_attempts
+    if idempotency_key is not None:
+        item["idempotency_key"] = idempotency_key
+    (job_id,) = await enqueue_many(
+        conn_or_session,
+        [item],
+        max_payload_bytes=max_payload_bytes,
+        idempotency_key_ttl=idempotency_key_ttl,
+        cipher=cipher,
+    )
+    return job_id
+
+
+async def enqueue_many(
+    conn_or_session: AsyncSession | AsyncConnection,
+    jobs: Iterable[Mapping[str, Any]],
+    *,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
+    cipher: PayloadCipher | None = None,
+) -> list[uuid.UUID]:
+    """Insert jobs (each a mapping with the fields of POST /jobs and an optional
+    `idempotency_key`) in the caller's transaction, all or none; ids in order.
+
+    Payloads are checked against the payload models of the handlers registered in this
+    process, and the fields of ENCRYPTED_FIELDS are encrypted with ENCRYPTION_KEYS (read
+    from the environment once) unless `cipher` is given.
+
+    Raises JobRejected listing every bad job by index (`loc`: ["jobs", index, field]).
+    """
+    validated: list[BatchJob] = []
+    errors: list[dict[str, Any]] = []
+    too_large_only = True
+    for index, item in enumerate(jobs):
+        try:
+            validated.append(
+                validate_job(
+                    item, max_payload_bytes=max_payload_bytes, model=BatchJob, loc=("jobs", index)
+                )
+            )
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+            too_large_only &= exc.status_code == 413
+    if errors:
+        raise InputErrors(413 if too_large_only else 422, errors)
+    if not validated:
+        return []
+    cipher = cipher or _environment_cipher()
+    rows = []
+    for index, job in enumerate(validated):
+        try:
+            sealed = seal(job, default_registry, cipher, ("jobs", index))
+            rows.append(to_insert(job, job.idempotency_key, sealed))
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InputErrors(422, errors)
+
+    if isinstance(conn_or_session, AsyncSession):
+        conn = await conn_or_session.connection()
+    else:
+        conn = conn_or_session
+    # A savepoint on the connection itself (a session's begin_nested() would not emit
+    # one for statements run on its connection directly).
+    savepoint = conn.begin_nested()
+
+    async def fetch(sql: str, *args: Any) -> Sequence[Mapping[str, Any]]:
+        result = await conn.exec_driver_sql(sql, args)
+        if not result.returns_rows:
+            return []
+        return [dict(row) for row in result.mappings().all()]
+
+    async with savepoint:
+        results = await insert_jobs(fetch, rows, key_ttl=idempotency_key_ttl)
+        conflicts = 0
+        for index, (job, result) in enumerate(zip(validated, results, strict=True)):
+            if result.outcome == "unknown_queue":
+                errors.append(unknown_queue_error(job.queue_name, ("jobs", index)))
+            elif result.outcome == "key_conflict":
+                conflicts += 1
+                errors.append(key_conflict_error(("jobs", index), "idempotency_key"))
+        if errors:
+            # Raised inside the savepoint: what this call inserted is rolled back.
+            raise InputErrors(409 if conflicts == len(errors) else 422, errors)
+    return [r.job.id for r in results if r.job is not None]
