@@ -11,9 +11,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from app.keys import Keys
+from app.redis_batch import Batch
 
 # A job that never reaches a terminal state within a week still loses its hash.
 NON_TERMINAL_TTL = 7 * 86_400
@@ -25,13 +24,22 @@ class JobStateCache:
         self.terminal_ttl = terminal_ttl
 
     def _write(
-        self, pipe: Pipeline, job_id: uuid.UUID, fields: dict[str, Any], *, terminal: bool
+        self,
+        pipe: Batch,
+        job_id: uuid.UUID,
+        fields: dict[str, Any],
+        *,
+        terminal: bool,
+        keep_ttl: bool = False,
     ) -> None:
-        key = self.keys.job(str(job_id))
-        pipe.hset(key, mapping={k: ("" if v is None else str(v)) for k, v in fields.items()})
-        pipe.expire(key, self.terminal_ttl if terminal else NON_TERMINAL_TTL)
+        ttl = 0 if keep_ttl else self.terminal_ttl if terminal else NON_TERMINAL_TTL
+        pipe.hash(
+            self.keys.job(str(job_id)),
+            {k: ("" if v is None else str(v)) for k, v in fields.items()},
+            ttl,
+        )
 
-    def migrated(self, pipe: Pipeline, job_id: uuid.UUID, attempt_count: int) -> None:
+    def migrated(self, pipe: Batch, job_id: uuid.UUID, attempt_count: int) -> None:
         self._write(
             pipe,
             job_id,
@@ -40,7 +48,7 @@ class JobStateCache:
         )
 
     def running(
-        self, pipe: Pipeline, job_id: uuid.UUID, worker_id: str, started_at: datetime, attempt: int
+        self, pipe: Batch, job_id: uuid.UUID, worker_id: str, started_at: datetime, attempt: int
     ) -> None:
         self._write(
             pipe,
@@ -52,10 +60,12 @@ class JobStateCache:
                 "attempt_count": attempt,
             },
             terminal=False,
+            # The migrator set the week-long safety TTL; one EXPIRE fewer per job.
+            keep_ttl=True,
         )
 
     def completed(
-        self, pipe: Pipeline, job_id: uuid.UUID, completed_at: datetime, attempt: int
+        self, pipe: Batch, job_id: uuid.UUID, completed_at: datetime, attempt: int
     ) -> None:
         self._write(
             pipe,
@@ -70,7 +80,7 @@ class JobStateCache:
         )
 
     def failed_attempt(
-        self, pipe: Pipeline, job_id: uuid.UUID, status: str, error: str, attempt: int
+        self, pipe: Batch, job_id: uuid.UUID, status: str, error: str, attempt: int
     ) -> None:
         """After a failed attempt: `queued` (a retry waits for run_at) or `failed`."""
         self._write(
@@ -80,13 +90,13 @@ class JobStateCache:
             terminal=status == "failed",
         )
 
-    def requeued(self, pipe: Pipeline, job_id: uuid.UUID, attempt_count: int) -> None:
+    def requeued(self, pipe: Batch, job_id: uuid.UUID, attempt_count: int) -> None:
         self._write(
             pipe, job_id, {"status": "queued", "attempt_count": attempt_count}, terminal=False
         )
 
     def operator_changed(
-        self, pipe: Pipeline, job_id: uuid.UUID, status: str, attempt_count: int
+        self, pipe: Batch, job_id: uuid.UUID, status: str, attempt_count: int
     ) -> None:
         """After an operator's change (replay, cancel, discard): the new status, with the
         terminal TTL for a terminal one; a replay also clears the last error."""

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
 from app.keys import Keys
+from app.redis_batch import Batch, redis_batch
 
 # name -> help text. Exposed as hybridq_jobs_<name>_total{queue}.
 COUNTERS: Final = {
@@ -83,13 +83,13 @@ class MetricsWriter:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
 
-    def count(self, pipe: Pipeline, name: str, queue: str, amount: int = 1) -> None:
+    def count(self, pipe: Batch, name: str, queue: str, amount: int = 1) -> None:
         if name not in COUNTERS:
             raise ValueError(f"unknown counter {name!r}")
         if amount:
             pipe.hincrby(self.keys.metric_counter(name), queue, amount)
 
-    def observe(self, pipe: Pipeline, name: str, queue: str, seconds: float) -> None:
+    def observe(self, pipe: Batch, name: str, queue: str, seconds: float) -> None:
         if name not in HISTOGRAMS:
             raise ValueError(f"unknown histogram {name!r}")
         seconds = max(0.0, seconds)
@@ -102,10 +102,9 @@ class MetricsWriter:
         self, redis: aioredis.Redis, name: str, amounts: Iterable[tuple[str, int]]
     ) -> None:
         """Bump a counter for several queues in one round trip (outside a pipeline)."""
-        async with redis.pipeline(transaction=False) as pipe:
+        async with redis_batch(redis) as pipe:
             for queue, amount in amounts:
                 self.count(pipe, name, queue, amount)
-            await pipe.execute()
 
 
 @dataclass(slots=True)

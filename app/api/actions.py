@@ -15,6 +15,7 @@ from app.db.admin_store import ActionRefused, ActionResult, AdminStore
 from app.job_state import JobStateCache
 from app.logs import bound_job
 from app.metrics import MetricsWriter
+from app.redis_batch import redis_batch
 from app.runtime import Runtime
 
 log = logging.getLogger("hybridq.api")
@@ -74,12 +75,11 @@ async def publish_changes(rt: Runtime, results: list[ActionResult], counter: str
     metrics = MetricsWriter(rt.keys)
     per_queue: dict[str, int] = {}
     with contextlib.suppress(Exception):
-        async with rt.redis.pipeline(transaction=False) as pipe:
+        async with redis_batch(rt.redis) as pipe:
             for r in results:
                 state.operator_changed(pipe, r.id, r.status, r.attempt_count)
                 per_queue[r.queue_name] = per_queue.get(r.queue_name, 0) + 1
             for queue, n in per_queue.items():
                 metrics.count(pipe, counter, queue, n)
-            await pipe.execute()
         return
     log.warning("could not update %d job hashes in Redis after %s", len(results), counter)

@@ -1,4 +1,7 @@
-"""FastAPI dependencies, declared once as Annotated aliases."""
+"""FastAPI dependencies, declared once as Annotated aliases.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread pool,
+a thread hop per dependency per request on the hottest route."""
 
 from __future__ import annotations
 
@@ -10,17 +13,16 @@ from app.db.admin_store import AdminStore
 from app.runtime import Runtime
 from app.settings import Settings
 
-# Who an operator's action is attributed to in job_logs.actor; the authentication layer
-# will name the API key instead.
+# Who an operator's action is attributed to in job_logs.actor when no API key named it.
 DEFAULT_ACTOR = "anonymous"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -29,12 +31,12 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_admin_store(request: Request) -> AdminStore:
+async def get_admin_store(request: Request) -> AdminStore:
     runtime: Runtime = request.app.state.runtime
     return AdminStore(runtime.pool)
 
 
-def get_actor(request: Request) -> str:
+async def get_actor(request: Request) -> str:
     actor: str = getattr(request.state, "actor", None) or DEFAULT_ACTOR
     return actor
 

@@ -104,6 +104,13 @@ class Job(Base):
             "priority",
             postgresql_where=text("status = 'queued'"),
         ),
+        # The same order, read directly: a batch stops after `limit` rows, no sort.
+        Index(
+            "idx_jobs_due_order",
+            "priority",
+            "created_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
         Index("idx_jobs_status_timestamps", "status", "updated_at", "queue_name"),
         # Lease rescue: running jobs by lease expiry.
         Index(

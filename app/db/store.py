@@ -170,10 +170,15 @@ ACTIVE_QUEUES = "SELECT name FROM job_queues WHERE is_active ORDER BY name"
 # One statement locks a batch of due jobs (skipping rows another migrator holds), marks
 # them migrated and builds the Redis message. The caller pushes, then commits: a crash
 # before the commit leaves the jobs queued (a pushed copy is then dropped by the claim).
+# The move commits asynchronously too: lost in a crash, the jobs are queued again in
+# PostgreSQL while their copies sit in Redis, and those copies are dropped by the claim
+# (it needs migrated_to_redis); the next pass moves the jobs again.
 MOVE_DUE_JOBS = """
-WITH due AS (
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), due AS (
     SELECT j.id
-    FROM jobs j
+    FROM jobs j, async_commit
     WHERE j.status = 'queued'
       AND j.run_at <= now()
       AND j.queue_name = ANY($2::text[])
@@ -207,9 +212,16 @@ FROM jobs WHERE status = 'queued' AND queue_name = ANY($1::text[])
 # it wrote; a status test in the UPDATE's own WHERE would see the old row and lose the
 # claim, leaving the job migrated_to_redis with no copy left. Ids are locked in order, so
 # two workers holding copies of the same jobs cannot deadlock.
+# A claim commits asynchronously (synchronous_commit off for its own transaction): if
+# PostgreSQL crashes before the WAL is flushed, the claim is lost, the job is back to
+# migrated_to_redis with no copy in Redis, and reconciliation queues it again: at least
+# once still holds, and the claim saves a WAL flush on the path to the handler.
 CLAIM_JOBS = """
-WITH locked AS (
-    SELECT id, status FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), locked AS (
+    SELECT id, status FROM jobs, async_commit
+    WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE OF jobs
 )
 UPDATE jobs SET
     status = 'running',

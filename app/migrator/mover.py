@@ -25,6 +25,7 @@ from app.job_state import JobStateCache
 from app.keys import Keys
 from app.loops import Backoff, wait_any
 from app.metrics import MetricsWriter
+from app.redis_batch import redis_batch
 from app.settings import Settings
 
 log = logging.getLogger("hybridq.migrator")
@@ -118,16 +119,15 @@ class Migrator:
         by_key: dict[str, list[str]] = defaultdict(list)
         for job in jobs:
             by_key[self.keys.route(job.queue_name, job.priority)].append(job.message)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with redis_batch(self.redis) as pipe:
             for key, messages in by_key.items():
-                pipe.lpush(key, *messages)
+                pipe.pipe.lpush(key, *messages)
             per_queue: dict[str, int] = defaultdict(int)
             for job in jobs:
                 self.state.migrated(pipe, job.id, job.attempt_count)
                 per_queue[job.queue_name] += 1
             for queue, moved in per_queue.items():
                 self.metrics.count(pipe, "migrated", queue, moved)
-            await pipe.execute()
 
     # --- the loop -----------------------------------------------------------------
 

@@ -14,13 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
 from app.db.store import Failure, JobStore, Success
 from app.job_state import JobStateCache
 from app.logs import bound_job
 from app.loops import Backoff
 from app.metrics import MetricsWriter
+from app.redis_batch import Batch, redis_batch
 
 log = logging.getLogger("hybridq.worker")
 
@@ -115,24 +115,7 @@ class OutcomeRecorder:
         failed = await self.store.fail(self.worker_id, failures)
         applied |= {f.job_id for f in failed}
 
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for s in successes:
-                    if s.job_id in completed:
-                        self.state.completed(pipe, s.job_id, s.finished_at, s.attempt)
-                        self._count_outcome(pipe, s, "completed")
-                errors = {f.job_id: f for f in failures}
-                for result in failed:
-                    f = errors[result.job_id]
-                    self.state.failed_attempt(pipe, f.job_id, result.status, f.error, f.attempt)
-                    self.metrics.count(pipe, "failed", f.queue_name)
-                    outcome = "retried" if result.status == "queued" else "dead_lettered"
-                    self._count_outcome(pipe, f, outcome)
-                await pipe.execute()
-        except Exception:
-            # The hash is only a cache of PostgreSQL's state: never fail a job over it.
-            log.warning("could not update job hashes in Redis", exc_info=True)
-
+        # The jobs are recorded: release their slots first, then update the cache.
         for p in batch:
             ok = p.outcome.job_id in applied
             if not ok:
@@ -145,7 +128,24 @@ class OutcomeRecorder:
             if not p.done.done():
                 p.done.set_result(ok)
 
-    def _count_outcome(self, pipe: Pipeline, outcome: Outcome, counter: str) -> None:
+        try:
+            async with redis_batch(self.redis) as pipe:
+                for s in successes:
+                    if s.job_id in completed:
+                        self.state.completed(pipe, s.job_id, s.finished_at, s.attempt)
+                        self._count_outcome(pipe, s, "completed")
+                errors = {f.job_id: f for f in failures}
+                for result in failed:
+                    f = errors[result.job_id]
+                    self.state.failed_attempt(pipe, f.job_id, result.status, f.error, f.attempt)
+                    self.metrics.count(pipe, "failed", f.queue_name)
+                    outcome = "retried" if result.status == "queued" else "dead_lettered"
+                    self._count_outcome(pipe, f, outcome)
+        except Exception:
+            # The hash is only a cache of PostgreSQL's state: never fail a job over it.
+            log.warning("could not update job hashes in Redis", exc_info=True)
+
+    def _count_outcome(self, pipe: Batch, outcome: Outcome, counter: str) -> None:
         self.metrics.count(pipe, counter, outcome.queue_name)
         run = (outcome.finished_at - outcome.started_at).total_seconds()
         self.metrics.observe(pipe, "run_seconds", outcome.queue_name, run)

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from app.keys import Keys
 from app.logs import bound_job, set_job_context
 from app.loops import Backoff, wait_any
 from app.metrics import MetricsWriter
+from app.redis_batch import redis_batch
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
 from app.worker.recorder import OutcomeRecorder
@@ -92,6 +94,7 @@ class Worker:
             store=store, redis=redis, state=self.state, worker_id=self.worker_id
         )
         self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
         self._slot_free = asyncio.Event()
         self.jobs_started = 0
@@ -123,6 +126,7 @@ class Worker:
             await self._fetch_loop()
         finally:
             await self._shutdown()
+            self._threads.shutdown(wait=False, cancel_futures=True)
             # Stop by event, not by cancel: a client library may swallow a cancellation
             # in the middle of a call and leave the task asleep.
             heartbeat_stop.set()
@@ -197,19 +201,7 @@ class Worker:
                     "dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id
                 )
 
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for c in claims:
-                    self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
-                    queue = by_id[c.id]["queue_name"]
-                    self.metrics.count(pipe, "started", queue)
-                    if c.run_at is not None:
-                        wait = (c.started_at - c.run_at).total_seconds()
-                        self.metrics.observe(pipe, "wait_seconds", queue, wait)
-                await pipe.execute()
-        except Exception:
-            log.warning("could not update job hashes in Redis", exc_info=True)
-
+        # Handlers start first; the job hashes are written while they run.
         for c in claims:
             data = by_id[c.id]
             job = Job(
@@ -226,6 +218,18 @@ class Worker:
             )
             self.jobs_started += 1
             task.add_done_callback(functools.partial(self._finished, c.id))
+
+        try:
+            async with redis_batch(self.redis) as pipe:
+                for c in claims:
+                    self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
+                    queue = by_id[c.id]["queue_name"]
+                    self.metrics.count(pipe, "started", queue)
+                    if c.run_at is not None:
+                        wait = (c.started_at - c.run_at).total_seconds()
+                        self.metrics.observe(pipe, "wait_seconds", queue, wait)
+        except Exception:
+            log.warning("could not update job hashes in Redis", exc_info=True)
 
     async def _claim(self, job_ids: list[uuid.UUID]) -> list[Claim] | None:
         """Claim, retrying while PostgreSQL is unreachable; the copies stay migrated."""
@@ -265,7 +269,9 @@ class Worker:
             try:
                 # Sensitive fields are decrypted only here, for the handler.
                 job = replace(job, payload=self.cipher.decrypt(job.queue_name, job.payload))
-                await asyncio.wait_for(self._call(handler, job), timeout)
+                # asyncio.timeout, not wait_for: no extra task per job.
+                async with asyncio.timeout(timeout):
+                    await self._call(handler, job)
             except TimeoutError:
                 error = f"TimeoutError: handler ran longer than {timeout:g}s"
             except asyncio.CancelledError:
@@ -311,13 +317,14 @@ class Worker:
             )
         )
 
-    @staticmethod
-    async def _call(handler: Handler, job: Job) -> Any:
+    async def _call(self, handler: Handler, job: Job) -> Any:
         if handler.is_async:
             return await handler.func(job)
-        # A plain function runs in a thread so it cannot block the event loop. A thread
+        # A plain function runs in a thread so it cannot block the event loop: a pool as
+        # large as the concurrency, so a sync handler never waits for a thread. A thread
         # cannot be killed: past its timeout the attempt fails, the thread runs on.
-        return await asyncio.to_thread(handler.func, job)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, handler.func, job)
 
     # --- heartbeat ----------------------------------------------------------------
 
@@ -376,11 +383,10 @@ class Worker:
                     self.worker_id,
                     [(f.claim.id, f.claim.attempt, f.started_at) for f in unfinished],
                 )
-                async with self.redis.pipeline(transaction=False) as pipe:
+                async with redis_batch(self.redis) as pipe:
                     for f in unfinished:
                         if f.claim.id in released:
                             self.state.requeued(pipe, f.claim.id, f.claim.attempt - 1)
-                    await pipe.execute()
                 log.warning("handed back %d unfinished jobs", len(released))
             except Exception:
                 log.exception("could not hand back unfinished jobs; their leases will expire")
