@@ -87,6 +87,10 @@ class Worker:
         self._inflight: dict[uuid.UUID, _InFlight] = {}
         self._stop = asyncio.Event()
         self._slot_free = asyncio.Event()
+        # Ends the heartbeat loop. Cancelling it alone is not enough: on Python 3.11,
+        # asyncio.wait_for (used inside redis-py) can swallow a cancellation that lands
+        # as the call completes, and the loop would then beat forever.
+        self._heartbeat_stop = asyncio.Event()
         self.jobs_started = 0
 
     # --- control ------------------------------------------------------------------
@@ -113,6 +117,7 @@ class Worker:
             await self._fetch_loop()
         finally:
             await self._shutdown()
+            self._heartbeat_stop.set()
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -293,12 +298,12 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.visibility_timeout / 3
         ttl = max(1, int(self.settings.visibility_timeout))
-        while True:
+        while not self._heartbeat_stop.is_set():
             try:
                 await self._beat(ttl)
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            await asyncio.sleep(interval)
+            await wait_any(self._heartbeat_stop, timeout=interval)
 
     async def _beat(self, ttl: int) -> None:
         ids = list(self._inflight)
