@@ -41,6 +41,9 @@ class Maintenance:
 
     async def run(self) -> None:
         if not self.tasks:
+            # Still a service: returning would end the process that runs it (the
+            # standalone migrator stops as soon as any of its services returns).
+            await self._stop.wait()
             return
         next_run = {t.name: 0.0 for t in self.tasks}
         while not self._stop.is_set():
