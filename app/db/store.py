@@ -1,6 +1,7 @@
 """The job store: every SQL statement of the hot paths, named, written once, on asyncpg.
 
-Each method is one statement (one round trip) and returns plain domain objects. Every
+Each method is one statement (one round trip; a claim that loses some ids tries those
+once more behind their row locks) and returns plain domain objects. Every
 status transition is a single conditional UPDATE (`WHERE ... AND status = <expected>`),
 so two actors can never both win; outcomes are fenced by (worker_id, attempt_count).
 """
@@ -211,6 +212,12 @@ WHERE id = ANY($1::uuid[]) AND status = 'migrated_to_redis'
 RETURNING id, attempt_count, max_attempts, started_at
 """
 
+# A claim can lose because the job still looks queued: the migrator pushes inside its
+# transaction and commits after, so a worker may pop the copy first. Waiting for the
+# row locks (ordered, so that two claimers cannot deadlock) lets the claim that follows,
+# with a fresh snapshot, see the migrator's commit. A true duplicate still loses.
+LOCK_JOBS = "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+
 RENEW_LEASES = """
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
 WHERE id = ANY($1::uuid[]) AND status = 'running' AND worker_id = $2
@@ -362,8 +369,17 @@ class JobStore:
     async def claim(
         self, job_ids: Sequence[uuid.UUID], worker_id: str, lease_seconds: float
     ) -> list[Claim]:
-        """migrated_to_redis -> running for these ids; only the won claims are returned."""
+        """migrated_to_redis -> running for these ids; only the won claims are returned.
+
+        Ids the first statement did not win are tried once more after waiting for their
+        row locks (LOCK_JOBS): a migrator may not have committed the move yet.
+        """
         rows = await self.pool.fetch(CLAIM_JOBS, list(job_ids), worker_id, lease_seconds)
+        lost = set(job_ids) - {r["id"] for r in rows}
+        if lost:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(LOCK_JOBS, list(lost))
+                rows += await conn.fetch(CLAIM_JOBS, list(lost), worker_id, lease_seconds)
         return [
             Claim(
                 id=r["id"],
