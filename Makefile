@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install db run worker migrator test lint format clean
+.PHONY: install db run worker migrator test bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,13 @@ migrator: db  ## the migrator only
 test: install  ## the whole suite, on its own database and Redis prefix
 	$(PY) -m pytest -q
 
+bench: install  ## the benchmark on its own database and Redis prefix (BENCH_ARGS=--quick)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app tests
+	$(VENV)/bin/mypy app tests bench
 
 format: install
 	$(VENV)/bin/ruff format .
