@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
 from app.db.store import JobStore, NewJob
 
@@ -132,7 +131,3 @@ async def insert_jobs_unnest(pool: asyncpg.Pool, jobs: Sequence[NewJob]) -> list
         [j.max_attempts for j in jobs],
     )
     return [r["id"] for r in rows]
-
-
-def payload_size(job: NewJob) -> int:
-    return len(orjson.dumps(job.payload))
