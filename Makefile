@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install db run worker migrator test chaos lint format clean up down
+.PHONY: install db run worker migrator test chaos bench lint format clean up down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,13 @@ test: install  ## the whole suite, on its own database and Redis prefix
 chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a flush
 	$(PY) -m tests.support.chaos --jobs $${JOBS:-10000} --duration $${DURATION:-120}
 
+bench: install  ## the benchmark on its own database and Redis prefix (BENCH_ARGS=--quick)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app tests
+	$(VENV)/bin/mypy app tests bench
 
 format: install
 	$(VENV)/bin/ruff format .

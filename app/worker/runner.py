@@ -97,6 +97,9 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
         self._slot_free = asyncio.Event()
+        # Ends the heartbeat loop. Cancelling it alone is not enough: on Python 3.11,
+        # asyncio.wait_for (used inside redis-py) can swallow a cancellation that lands
+        # as the call completes, and the loop would then beat forever.
         self.jobs_started = 0
 
     # --- control ------------------------------------------------------------------

@@ -424,3 +424,32 @@ async def _true_when(value: bool) -> bool:
 
 async def _completed(rt: Runtime, job_id: uuid.UUID) -> bool:
     return await job_status(rt, job_id) == "completed"
+
+
+async def test_a_copy_popped_before_the_migrators_commit_is_claimed(
+    runtime: Runtime, registry: HandlerRegistry
+) -> None:
+    """The migrator pushes inside its transaction and commits after: a worker can pop
+    the copy first, when the job still looks queued to it. The claim must wait for the
+    migrator's commit rather than drop the copy (which would strand the job)."""
+    rt = runtime
+    runs: list[uuid.UUID] = []
+
+    @registry.handler("t-race")
+    async def record(job: Job) -> None:
+        runs.append(job.id)
+
+    await add_queue(rt, "t-race")
+    job_id = await create_job(rt, "t-race")
+    async with rt.pool.acquire() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        (moved,) = await rt.store.move_due_jobs(conn, 10, ["t-race"])
+        await rt.redis.lpush(rt.keys.route("t-race", moved.priority), moved.message)
+        worker = asyncio.create_task(rt.worker(burst=True).run())
+        await asyncio.sleep(0.3)  # the worker pops the copy and claims: a slow commit
+        await tr.commit()
+    await asyncio.wait_for(worker, 10)
+
+    assert runs == [job_id]
+    assert await job_status(rt, job_id) == "completed"
