@@ -181,7 +181,8 @@ WITH async_commit AS (
     FROM jobs j, async_commit
     WHERE j.status = 'queued'
       AND j.run_at <= now()
-      AND j.queue_name = ANY($2::text[])
+      AND j.queue_name <> ALL($2::text[])
+      AND j.queue_name IN (SELECT name FROM job_queues WHERE is_active)
     ORDER BY j.priority, j.created_at
     LIMIT $1
     FOR UPDATE OF j SKIP LOCKED
@@ -204,7 +205,9 @@ RETURNING jobs.id, jobs.queue_name, jobs.priority, jobs.attempt_count, jobs.crea
 # Seconds until the next queued job of these queues is due (<= 0: one is due now).
 SECONDS_UNTIL_NEXT_DUE = """
 SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8
-FROM jobs WHERE status = 'queued' AND queue_name = ANY($1::text[])
+FROM jobs
+WHERE status = 'queued' AND queue_name <> ALL($1::text[])
+  AND queue_name IN (SELECT name FROM job_queues WHERE is_active)
 """
 
 # The migrator pushes before it commits, so a worker can pop a copy while the job still
@@ -446,10 +449,11 @@ class JobStore:
 
     @staticmethod
     async def move_due_jobs(
-        conn: Connection, limit: int, queue_names: Sequence[str]
+        conn: Connection, limit: int, excluded: Sequence[str] = ()
     ) -> list[MovedJob]:
-        """Lock and mark up to `limit` due jobs, inside the caller's open transaction."""
-        rows = await conn.fetch(MOVE_DUE_JOBS, limit, list(queue_names))
+        """Lock and mark up to `limit` due jobs of active queues not in `excluded` (those
+        full in Redis), inside the caller's open transaction."""
+        rows = await conn.fetch(MOVE_DUE_JOBS, limit, list(excluded))
         return [
             MovedJob(
                 id=r["id"],
@@ -462,9 +466,10 @@ class JobStore:
             for r in rows
         ]
 
-    async def seconds_until_next_due(self, queue_names: Sequence[str]) -> float | None:
-        """Seconds until the next queued job of these queues is due; None if there is none."""
-        value = await self.pool.fetchval(SECONDS_UNTIL_NEXT_DUE, list(queue_names))
+    async def seconds_until_next_due(self, excluded: Sequence[str]) -> float | None:
+        """Seconds until the next queued job of an active queue (not in `excluded`) is
+        due; None if there is none."""
+        value = await self.pool.fetchval(SECONDS_UNTIL_NEXT_DUE, list(excluded))
         return None if value is None else float(value)
 
     async def claim(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -36,11 +38,16 @@ NOTIFY_CHANNEL = "hybridq_jobs_queued"
 FULL_QUEUE_RECHECK = 0.05
 
 
+# The migrator keeps an estimate of each queue's Redis depth: the last LLEN plus what it
+# pushed since (workers only lower it). It asks Redis again when an estimate reaches the
+# bound, and at least this often, for the pushes of other migrators.
+DEPTH_RECHECK = 1.0
+
+
 @dataclass(slots=True)
 class MoveResult:
     moved: int = 0
     full_queues: list[str] = field(default_factory=list)
-    eligible_queues: list[str] = field(default_factory=list)
 
 
 class Migrator:
@@ -66,6 +73,8 @@ class Migrator:
         # Set while the loop sleeps waiting for a notification or a timer (tests watch it).
         self.asleep = asyncio.Event()
         self.total_moved = 0
+        self._depth: dict[str, int] = {}
+        self._depth_checked_at = -math.inf
 
     def stop(self) -> None:
         self._stop.set()
@@ -74,60 +83,70 @@ class Migrator:
         """Move due jobs in batches until a batch comes back short."""
         result = MoveResult()
         while True:
-            eligible, full = await self._eligible_queues()
-            result.full_queues = full
-            result.eligible_queues = eligible
-            if not eligible:
-                return result
-            moved = await self._move_batch(eligible)
+            result.full_queues = await self._full_queues()
+            moved = await self._move_batch(result.full_queues)
             result.moved += moved
             if moved < self.settings.migrator_batch_size:
                 return result
 
-    async def _eligible_queues(self) -> tuple[list[str], list[str]]:
-        """Active queues whose Redis lists are below the depth bound, and the full ones."""
-        queues = await self.store.active_queues()
-        if not queues:
-            return [], []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for q in queues:
-                for key in self.keys.queue_lists(q):
-                    pipe.llen(key)
-            lengths = await pipe.execute()
-        eligible: list[str] = []
-        full: list[str] = []
-        for i, q in enumerate(queues):
-            depth = sum(lengths[3 * i : 3 * i + 3])
-            (full if depth >= self.settings.redis_queue_max_depth else eligible).append(q)
-        return eligible, full
+    async def _full_queues(self) -> list[str]:
+        """Queues whose Redis lists hold REDIS_QUEUE_MAX_DEPTH jobs: not filled further.
+        (Paused queues are left out by the move itself, in SQL.)"""
+        bound = self.settings.redis_queue_max_depth
+        stale = time.monotonic() - self._depth_checked_at > DEPTH_RECHECK
+        if stale or any(d >= bound for d in self._depth.values()):
+            queues = await self.store.active_queues()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for q in queues:
+                    for key in self.keys.queue_lists(q):
+                        pipe.llen(key)
+                lengths = await pipe.execute()
+            self._depth = {q: sum(lengths[3 * i : 3 * i + 3]) for i, q in enumerate(queues)}
+            self._depth_checked_at = time.monotonic()
+        return sorted(q for q, d in self._depth.items() if d >= bound)
 
-    async def _move_batch(self, queues: list[str]) -> int:
+    async def _move_batch(self, full: list[str]) -> int:
         async with self.store.pool.acquire() as conn, conn.transaction():
-            jobs = await self.store.move_due_jobs(conn, self.settings.migrator_batch_size, queues)
+            jobs = await self.store.move_due_jobs(conn, self.settings.migrator_batch_size, full)
             if jobs:
                 await self._push(jobs)
                 if self.settings.fault_injection_commit_delay:
                     await asyncio.sleep(self.settings.fault_injection_commit_delay)
+        # Committed: workers waiting on these rows can claim them now. The job hashes and
+        # metrics are a cache, written after the commit so as not to hold the rows.
+        if jobs:
+            await self._after_move(jobs)
         self.total_moved += len(jobs)
         if jobs:
             log.debug("moved %d jobs to Redis", len(jobs))
         return len(jobs)
 
     async def _push(self, jobs: list[MovedJob]) -> None:
-        """One pipeline: each job to the list its priority routes it to, oldest first."""
+        """One LPUSH per list, each job to the list its priority routes it to, oldest
+        first; inside the move's transaction (a failed push rolls the move back)."""
         jobs.sort(key=lambda j: (j.priority, j.created_at))
         by_key: dict[str, list[str]] = defaultdict(list)
         for job in jobs:
             by_key[self.keys.route(job.queue_name, job.priority)].append(job.message)
-        async with redis_batch(self.redis) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for key, messages in by_key.items():
-                pipe.pipe.lpush(key, *messages)
-            per_queue: dict[str, int] = defaultdict(int)
-            for job in jobs:
-                self.state.migrated(pipe, job.id, job.attempt_count)
-                per_queue[job.queue_name] += 1
-            for queue, moved in per_queue.items():
-                self.metrics.count(pipe, "migrated", queue, moved)
+                pipe.lpush(key, *messages)
+            await pipe.execute()
+
+    async def _after_move(self, jobs: list[MovedJob]) -> None:
+        per_queue: dict[str, int] = defaultdict(int)
+        for job in jobs:
+            per_queue[job.queue_name] += 1
+        for queue, moved in per_queue.items():
+            self._depth[queue] = self._depth.get(queue, 0) + moved
+        try:
+            async with redis_batch(self.redis) as pipe:
+                for job in jobs:
+                    self.state.migrated(pipe, job.id, job.attempt_count)
+                for queue, moved in per_queue.items():
+                    self.metrics.count(pipe, "migrated", queue, moved)
+        except Exception:
+            log.warning("could not update job hashes in Redis", exc_info=True)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -161,9 +180,7 @@ class Migrator:
         poll = self.settings.migrator_poll_interval
         if result.full_queues:
             poll = min(poll, FULL_QUEUE_RECHECK)
-        if not result.eligible_queues:
-            return poll
-        seconds = await self.store.seconds_until_next_due(result.eligible_queues)
+        seconds = await self.store.seconds_until_next_due(result.full_queues)
         if seconds is None:
             return poll
         return max(0.0, min(poll, seconds))

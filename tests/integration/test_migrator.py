@@ -75,7 +75,7 @@ async def test_batches_pick_the_most_urgent_jobs_first(
         await create_job(rt, "t-batch", priority=900)
     migrator = rt.migrator()
     async with rt.pool.acquire() as conn, conn.transaction():
-        first = await rt.store.move_due_jobs(conn, 3, ["t-batch"])
+        first = await rt.store.move_due_jobs(conn, 3)
     assert {j.id for j in first} == set(urgent)
     # The loop goes on in batches until one comes back short.
     result = await migrator.move_due_jobs()

@@ -444,7 +444,7 @@ async def test_a_copy_popped_before_the_migrators_commit_is_claimed(
     async with rt.pool.acquire() as conn:
         tr = conn.transaction()
         await tr.start()
-        (moved,) = await rt.store.move_due_jobs(conn, 10, ["t-race"])
+        (moved,) = await rt.store.move_due_jobs(conn, 10)
         await rt.redis.lpush(rt.keys.route("t-race", moved.priority), moved.message)
         worker = asyncio.create_task(rt.worker(burst=True).run())
         await asyncio.sleep(0.3)  # the worker pops the copy and claims: a slow commit
