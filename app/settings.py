@@ -57,7 +57,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Queues a worker serves (comma-separated); empty means every registered one.",
     )
-    worker_concurrency: int = Field(10, ge=1, le=10_000, description="Jobs run at once per worker.")
+    worker_concurrency: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Jobs run at once per worker (async handlers; sync "
+        "ones get a thread pool of this size).",
+    )
     worker_fetch_timeout: float = Field(
         1.0, gt=0, le=30, description="Seconds a blocking Redis pop waits before looking again."
     )

@@ -293,6 +293,7 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
                 if m.scenario in (name, "rss") and m.values:
                     log(f"  {m.scenario} {m.name}: {', '.join(fmt(v) for v in m.values)} {m.unit}")
             log(f"{name} done in {time.perf_counter() - t0:.0f} s")
+        await ctx.producer.close()
     finally:
         await pool.close()
         try:

@@ -88,7 +88,7 @@ class Ctx:
 
     def __post_init__(self) -> None:
         self.store = JobStore(self.pool)
-        self.producer = find_producer(self.store)
+        self.producer = find_producer(self.env.dsn)
 
     @contextlib.asynccontextmanager
     async def conn(self) -> AsyncIterator[asyncpg.Connection]:
