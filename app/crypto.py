@@ -15,10 +15,12 @@ new key first, keep the old ones until no job encrypted with them remains.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 MARKER = "$encrypted"
 
@@ -29,10 +31,15 @@ class DecryptionError(Exception):
 
 class PayloadCipher:
     def __init__(self, keys: list[str], fields: dict[str, list[str]]) -> None:
-        try:
-            self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
-        except ValueError as exc:
-            raise ValueError(f"ENCRYPTION_KEYS: not a Fernet key ({exc})") from None
+        self._fernet: MultiFernet | None = None
+        if keys:
+            # Imported only when keys are configured: it costs a worker several MiB.
+            from cryptography.fernet import Fernet, MultiFernet
+
+            try:
+                self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+            except ValueError as exc:
+                raise ValueError(f"ENCRYPTION_KEYS: not a Fernet key ({exc})") from None
         if fields and self._fernet is None:
             raise ValueError("ENCRYPTED_FIELDS needs ENCRYPTION_KEYS")
         self.fields = {q: tuple(f) for q, f in fields.items() if f}
@@ -58,6 +65,8 @@ class PayloadCipher:
             return payload
         if self._fernet is None:
             raise DecryptionError("the payload is encrypted but ENCRYPTION_KEYS is empty")
+        from cryptography.fernet import InvalidToken
+
         out = dict(payload)
         for name, value in payload.items():
             if _is_encrypted(value):
@@ -77,6 +86,8 @@ def _is_encrypted(value: object) -> bool:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args == ["new-key"]:
+        from cryptography.fernet import Fernet
+
         print(Fernet.generate_key().decode())
         return
     print("usage: python -m app.crypto new-key", file=sys.stderr)

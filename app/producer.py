@@ -15,6 +15,7 @@ changes nothing and leaves the caller's transaction usable.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -139,9 +140,13 @@ async def enqueue_many(
         conn = await conn_or_session.connection()
     else:
         conn = conn_or_session
-    # A savepoint on the connection itself (a session's begin_nested() would not emit
-    # one for statements run on its connection directly).
-    savepoint = conn.begin_nested()
+    # Several jobs: a savepoint on the connection itself (a session's begin_nested() would
+    # not emit one for statements run on its connection directly), so that a rejected
+    # call leaves nothing behind. One job is inserted whole or not at all: no savepoint,
+    # two round trips fewer.
+    savepoint: contextlib.AbstractAsyncContextManager[object] = (
+        conn.begin_nested() if len(rows) > 1 else contextlib.nullcontext()
+    )
 
     async def fetch(sql: str, *args: Any) -> Sequence[Mapping[str, Any]]:
         result = await conn.exec_driver_sql(sql, args)
