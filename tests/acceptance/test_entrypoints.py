@@ -24,11 +24,11 @@ import pytest
 from tests.support.entrypoints import (
     Launcher,
     Service,
-    free_port,
     wait_for_job,
     wait_healthy,
     wait_until,
 )
+from tests.support.servers import free_port
 
 # Seconds a process may take from SIGTERM to its exit (a job in flight takes 1 s of it).
 EXIT_BOUND = 10.0

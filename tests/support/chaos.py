@@ -230,6 +230,34 @@ class Cluster:
         finally:
             await conn.close()
 
+    # --- a scenario: start, break, finish -------------------------------------------
+
+    async def start_jobs(
+        self, n: int, *, api_port: int | None = None, workers: int = 2
+    ) -> tuple[list[uuid.UUID], float]:
+        """n jobs, then the migrator (or the API embedding it) and the workers; the job
+        ids and the start time."""
+        await self.create_queue()
+        started = time.monotonic()
+        ids = await self.create_jobs(n)
+        if api_port is None:
+            self.start_migrator()
+        else:
+            self.start_api(api_port)
+        for i in range(1, workers + 1):
+            self.start_worker(f"worker-{i}")
+        return ids, started
+
+    async def finish(self, ids: list[uuid.UUID], started: float, name: str) -> Report:
+        """Wait for every job, check them (verify), stop every process (each must exit 0
+        on SIGTERM) and print the scenario's figures."""
+        await self.wait_completed(len(ids), timeout=90)
+        report = await self.verify(ids, started)
+        codes = self.stop_all()
+        assert set(codes.values()) == {0}, codes
+        print(f"\n[{name}] {report.line()}  faults: {', '.join(report.faults)}")
+        return report
+
     # --- checks -------------------------------------------------------------------
 
     def executions(self) -> Counter[str]:
@@ -343,12 +371,7 @@ async def long_run(jobs: int, duration: float, seed: int | None) -> Report:
             # Slow enough that the run lasts about `duration` on two worker processes.
             sleep = max(0.001, 0.8 * duration * 2 * 8 / jobs)
             cluster = Cluster(dsn, server.url, Path(tmp), handler_sleep=sleep, worker_concurrency=8)
-            await cluster.create_queue()
-            started = time.monotonic()
-            ids = await cluster.create_jobs(jobs)
-            cluster.start_migrator()
-            cluster.start_worker("worker-1")
-            cluster.start_worker("worker-2")
+            ids, started = await cluster.start_jobs(jobs)
             flushed = False
             deadline = started + duration
             while time.monotonic() < deadline and await cluster.count_completed() < jobs:
