@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -135,11 +136,16 @@ class BenchEnv:
             REDIS_URL=self.redis_url,
             REDIS_PREFIX=self.prefix,
             HANDLER_MODULES="bench.handlers",
+            # The API as deployed: a producer key, stored hashed, sent by every client.
+            API_KEYS=f"bench:producer:sha256:{hashlib.sha256(BENCH_KEY.encode()).hexdigest()}",
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         env.update(self.overrides)
         env.update(extra)
         return env
+
+
+BENCH_KEY = "bench-producer-key"
 
 
 async def reset_jobs(conn: asyncpg.Connection | asyncpg.Pool) -> None:

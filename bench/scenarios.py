@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from app.db import store as sql
 from app.db.store import JobStore, NewJob
 from bench.env import (
+    BENCH_KEY,
     PENDING,
     BenchEnv,
     CpuMeter,
@@ -187,7 +188,7 @@ async def enqueue_bulk(ctx: Ctx) -> None:
 # --- HTTP ------------------------------------------------------------------------------
 
 
-HEADERS = {"content-type": "application/json"}
+HEADERS = {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}"}
 
 
 @dataclass(slots=True)
@@ -250,7 +251,8 @@ class RawClient:
         assert self.reader is not None
         self.writer.write(
             b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (BENCH_KEY.encode(), len(body), body)
         )
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
