@@ -152,7 +152,7 @@ async def enqueue_many(
         result = await conn.exec_driver_sql(sql, args)
         if not result.returns_rows:
             return []
-        return [dict(row) for row in result.mappings().all()]
+        return result.mappings().all()  # RowMappings are Mappings: no copies
 
     async with savepoint:
         results = await insert_jobs(fetch, rows, key_ttl=idempotency_key_ttl)

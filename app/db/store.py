@@ -203,11 +203,16 @@ RETURNING jobs.id, jobs.queue_name, jobs.priority, jobs.attempt_count, jobs.crea
 """
 
 # Seconds until the next queued job of these queues is due (<= 0: one is due now).
+# ORDER BY run_at LIMIT 1 rather than min(run_at): with the queue filter, min() would
+# read every queued row; this walks idx_jobs_queuer in run_at order and stops at the
+# first job of an active queue.
 SECONDS_UNTIL_NEXT_DUE = """
-SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8
+SELECT EXTRACT(EPOCH FROM (run_at - now()))::float8
 FROM jobs
 WHERE status = 'queued' AND queue_name <> ALL($1::text[])
   AND queue_name IN (SELECT name FROM job_queues WHERE is_active)
+ORDER BY run_at
+LIMIT 1
 """
 
 # The migrator pushes before it commits, so a worker can pop a copy while the job still
