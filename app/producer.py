@@ -152,7 +152,8 @@ async def enqueue_many(
         result = await conn.exec_driver_sql(sql, args)
         if not result.returns_rows:
             return []
-        return result.mappings().all()  # RowMappings are Mappings: no copies
+        rows: Sequence[Mapping[str, Any]] = result.mappings().all()  # type: ignore[assignment]
+        return rows  # RowMappings are Mappings (keyed by column name): no copies
 
     async with savepoint:
         results = await insert_jobs(fetch, rows, key_ttl=idempotency_key_ttl)
