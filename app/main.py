@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from app.api import dead_letter, health, job_ops, jobs, metrics, queue_health, queues
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
+from app.api.creation import GroupCommit
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimits
 from app.api.schemas import restore_null_examples
@@ -62,6 +63,9 @@ def create_app(
             try:
                 yield
             finally:
+                group: GroupCommit | None = getattr(app.state, "group_commit", None)
+                if group is not None:
+                    await group.close()
                 await services.shutdown(settings.shutdown_grace_period)
 
     app = FastAPI(

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.creation import GroupCommit
 from app.db.admin_store import AdminStore
 from app.runtime import Runtime
 from app.settings import Settings
@@ -43,3 +44,15 @@ async def get_actor(request: Request) -> str:
 
 AdminDep = Annotated[AdminStore, Depends(get_admin_store)]
 ActorDep = Annotated[str, Depends(get_actor)]
+
+
+async def get_group_commit(request: Request) -> GroupCommit:
+    """The app's group commit, made on first use on the app's runtime."""
+    group: GroupCommit | None = getattr(request.app.state, "group_commit", None)
+    if group is None:
+        runtime: Runtime = request.app.state.runtime
+        group = request.app.state.group_commit = GroupCommit(AdminStore(runtime.pool), runtime)
+    return group
+
+
+GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from app.api.creation import create_jobs
-from app.api.deps import AdminDep, RuntimeDep
+from app.api.deps import AdminDep, GroupCommitDep, RuntimeDep
 from app.api.ops_schemas import KEY_MAX
 from app.api.schemas import (
     CREATE_JOB_EXAMPLES,
@@ -46,6 +46,7 @@ async def create_job(
     body: Annotated[JobCreate, Body(openapi_examples=CREATE_JOB_EXAMPLES)],
     rt: RuntimeDep,
     admin: AdminDep,
+    group: GroupCommitDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -64,6 +65,7 @@ async def create_job(
         [idempotency_key],
         locs=[("body",)],
         key_fields=["Idempotency-Key"],
+        group=group,
     )
     created = result.job
     assert created is not None

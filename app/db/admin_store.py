@@ -463,6 +463,14 @@ class AdminStore:
 
     # --- creating -----------------------------------------------------------------
 
+    async def insert_each(
+        self, jobs: Sequence[JobToInsert], *, key_ttl: float
+    ) -> list[InsertResult]:
+        """Insert independent jobs in one statement and one commit (group commit): each
+        is created, found (idempotency key) or refused, whatever the others are."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+
     async def insert_jobs(
         self, jobs: Sequence[JobToInsert], *, key_ttl: float
     ) -> list[InsertResult]:
