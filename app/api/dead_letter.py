@@ -20,7 +20,7 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.api.schemas import MessageOut, ValidationErrorOut
+from app.api.schemas import _UNAVAILABLE, MessageOut, ValidationErrorOut, documented, field_error
 
 router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
 
@@ -28,13 +28,34 @@ router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
 REPLAY_BATCH = 1000
 
 _ERRORS_404_409: dict[int | str, dict[str, Any]] = {
-    404: {"model": MessageOut, "description": "No job has this id."},
-    409: {"model": MessageOut, "description": "The job is not failed (the body says its status)."},
-    422: {
-        "model": ValidationErrorOut,
-        "description": "The id is not a UUID, or reason is too long.",
-    },
-    503: {"model": MessageOut, "description": "PostgreSQL is unavailable; nothing changed."},
+    404: documented(
+        MessageOut, "No job has this id.", {"err": ("Example", {"detail": "job not found"})}
+    ),
+    409: documented(
+        MessageOut,
+        "The job is not failed (the body says its status).",
+        {
+            "err": (
+                "Example",
+                {"detail": "job is completed: only a failed job can be replayed"},
+            )
+        },
+    ),
+    422: documented(
+        ValidationErrorOut,
+        "The id is not a UUID, or reason is too long.",
+        {
+            "err": (
+                "Example",
+                field_error(
+                    ["path", "job_id"],
+                    "Input should be a valid UUID, invalid length: found 3",
+                    "uuid_parsing",
+                ),
+            )
+        },
+    ),
+    503: documented(MessageOut, "PostgreSQL is unavailable; nothing changed.", _UNAVAILABLE),
 }
 
 
@@ -42,11 +63,25 @@ _ERRORS_404_409: dict[int | str, dict[str, Any]] = {
     "",
     response_model=JobPage,
     summary="List dead letters",
+    response_description="One page of failed jobs, newest first.",
     description="Failed jobs (attempts exhausted), newest failure first. Filter by queue and "
     "by failure time; page with `cursor`.",
     responses={
-        422: {"model": ValidationErrorOut, "description": "A bad filter, limit or cursor."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+        422: documented(
+            ValidationErrorOut,
+            "A bad filter, limit or cursor.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["query", "failed_since"],
+                        "Input should have timezone info",
+                        "timezone_aware",
+                    ),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
     },
 )
 async def list_dead_letters(
@@ -76,13 +111,18 @@ async def list_dead_letters(
     "/replay",
     response_model=BulkReplayOut,
     summary="Replay the dead letters of a queue",
+    response_description="How many jobs went back to queued.",
     description="Every job of the queue that is failed (and failed since `failed_since`, if "
     "given) goes back to queued with its attempts reset and its error cleared; its history "
     "stays in its logs, with a `replayed` row naming who and why. Jobs failing while this "
     "runs are left alone. Works in transactions of 1,000 jobs.",
     responses={
-        422: {"model": ValidationErrorOut, "description": "A field is invalid."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+        422: documented(
+            ValidationErrorOut,
+            "A field is invalid.",
+            {"err": ("Example", field_error(["query", "queue"], "Field required", "missing"))},
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
     },
 )
 async def replay_dead_letters(
@@ -109,6 +149,7 @@ async def replay_dead_letters(
     "/{job_id}/replay",
     response_model=ActionOut,
     summary="Replay one dead letter",
+    response_description="The job, queued again.",
     description="This job, and no other, goes from failed back to queued: attempt_count 0, "
     "last_error_message and failed_at cleared, run_at now. Its logs keep every earlier "
     "attempt and gain a `replayed` row with the actor and reason.",
@@ -124,6 +165,7 @@ async def replay_job(
     "/{job_id}",
     response_model=ActionOut,
     summary="Discard one dead letter",
+    response_description="The job, now discarded.",
     description="The failed job becomes `discarded`: it is kept (with its logs) for the "
     "record, never runs again, and is deleted by retention after RETENTION_FAILED seconds "
     "like a failed job.",

@@ -33,7 +33,14 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.api.schemas import JobStatus, MessageOut, ValidationErrorOut
+from app.api.schemas import (
+    _UNAVAILABLE,
+    JobStatus,
+    MessageOut,
+    ValidationErrorOut,
+    documented,
+    field_error,
+)
 from app.api.validation import validate_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -43,11 +50,25 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     "",
     response_model=JobPage,
     summary="List jobs",
+    response_description="One page of jobs, newest first.",
     description="Jobs newest first, filtered by queue, status and creation time "
     "(`created_from` inclusive, `created_to` exclusive); page with `cursor`.",
     responses={
-        422: {"model": ValidationErrorOut, "description": "A bad filter, limit or cursor."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+        422: documented(
+            ValidationErrorOut,
+            "A bad filter, limit or cursor.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["query", "limit"],
+                        "Input should be less than or equal to 500",
+                        "less_than_equal",
+                    ),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
     },
 )
 async def list_jobs(
@@ -82,13 +103,25 @@ async def list_jobs(
     "/{job_id}/logs",
     response_model=JobLogPage,
     summary="A job's timeline",
+    response_description="One page of the job's timeline, oldest first.",
     description="Its job_logs rows, oldest first: one per attempt (status, message, worker, "
     "start, finish, duration) and one per operator action (replayed, cancelled, discarded, "
     "with the actor and the reason).",
     responses={
-        404: {"model": MessageOut, "description": "No job has this id."},
-        422: {"model": ValidationErrorOut, "description": "A bad id, limit or cursor."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+        404: documented(
+            MessageOut, "No job has this id.", {"err": ("Example", {"detail": "job not found"})}
+        ),
+        422: documented(
+            ValidationErrorOut,
+            "A bad id, limit or cursor.",
+            {
+                "err": (
+                    "Example",
+                    field_error(["query", "cursor"], "not a cursor of this list", "invalid_cursor"),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
     },
 )
 async def job_logs(
@@ -110,15 +143,43 @@ async def job_logs(
     response_model=ActionOut,
     dependencies=[require("admin")],
     summary="Cancel a job",
+    response_description="The job, now cancelled.",
     description="A queued or migrated_to_redis job becomes cancelled and never runs: a copy "
     "already in Redis is dropped by the worker that pops it (its claim needs "
     "migrated_to_redis). A running or finished job cannot be cancelled (409). Against a "
     "worker's claim exactly one wins.",
     responses={
-        404: {"model": MessageOut, "description": "No job has this id."},
-        409: {"model": MessageOut, "description": "The job is running or finished."},
-        422: {"model": ValidationErrorOut, "description": "The id is not a UUID."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable; nothing changed."},
+        404: documented(
+            MessageOut, "No job has this id.", {"err": ("Example", {"detail": "job not found"})}
+        ),
+        409: documented(
+            MessageOut,
+            "The job is running or finished.",
+            {
+                "err": (
+                    "Example",
+                    {
+                        "detail": "job is running: only a queued or migrated_to_redis job can be "
+                        "cancelled"
+                    },
+                )
+            },
+        ),
+        422: documented(
+            ValidationErrorOut,
+            "The id is not a UUID.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["path", "job_id"],
+                        "Input should be a valid UUID, invalid length: found 3",
+                        "uuid_parsing",
+                    ),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable; nothing changed.", _UNAVAILABLE),
     },
 )
 async def cancel_job(
@@ -132,6 +193,7 @@ async def cancel_job(
     status_code=status.HTTP_201_CREATED,
     response_model=JobBatchOut,
     summary="Create up to 1,000 jobs at once",
+    response_description="Every job, in the order sent (created: true for new ones).",
     description="All in one transaction: if any item is invalid nothing is written, and the "
     'answer lists every bad item (`loc`: ["body", "jobs", index, field]) with the '
     "reason. Each item may carry an `idempotency_key` (see POST /jobs): an item whose key "
@@ -139,13 +201,47 @@ async def cancel_job(
     "created, 200 if every item found an existing one.",
     responses={
         200: {"model": JobBatchOut, "description": "Every item's key found its existing job."},
-        409: {
-            "model": ValidationErrorOut,
-            "description": "Every bad item reuses an idempotency key with a different request.",
-        },
-        413: {"model": ValidationErrorOut, "description": "Only payloads over the size limit."},
-        422: {"model": ValidationErrorOut, "description": "Bad items, each named by index."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable; nothing written."},
+        409: documented(
+            ValidationErrorOut,
+            "Every bad item reuses an idempotency key with a different request.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["body", "jobs", 3, "idempotency_key"],
+                        "this idempotency key was used with a different request",
+                        "idempotency_key_reused",
+                    ),
+                )
+            },
+        ),
+        413: documented(
+            ValidationErrorOut,
+            "Only payloads over the size limit.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["body", "jobs", 0, "payload"],
+                        "payload is 300000 bytes; the limit is 262144",
+                        "too_large",
+                    ),
+                )
+            },
+        ),
+        422: documented(
+            ValidationErrorOut,
+            "Bad items, each named by index.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["body", "jobs", 2, "queue_name"], "unknown queue 'emails'", "unknown_queue"
+                    ),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable; nothing written.", _UNAVAILABLE),
     },
 )
 async def create_batch(body: JobBatchIn, rt: RuntimeDep, admin: AdminDep) -> JSONResponse:

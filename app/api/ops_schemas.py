@@ -111,7 +111,7 @@ class JobLogOut(BaseModel):
                     "log_message": "mailbox fixed",
                     "attempt_number": 3,
                     "worker_id": None,
-                    "actor": "api",
+                    "actor": "key:ops",
                     "started_at": "2026-11-28T10:00:00.000000Z",
                     "finished_at": "2026-11-28T10:00:00.000000Z",
                     "duration_seconds": 0.0,
@@ -154,7 +154,16 @@ class JobLogOut(BaseModel):
 
 
 class JobLogPage(Page[JobLogOut]):
-    pass
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": JobLogOut.model_config["json_schema_extra"]["examples"],  # type: ignore[index]
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
 
 
 class ActionOut(BaseModel):
@@ -321,7 +330,16 @@ class QueueOut(BaseModel):
 
 
 class QueuePage(Page[QueueOut]):
-    pass
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": QueueOut.model_config["json_schema_extra"]["examples"],  # type: ignore[index]
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
 
 
 class QueueCreate(BaseModel):

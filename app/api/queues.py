@@ -25,7 +25,7 @@ from app.api.pagination import (
     name_cursor,
     page_of,
 )
-from app.api.schemas import MessageOut, ValidationErrorOut
+from app.api.schemas import _UNAVAILABLE, MessageOut, ValidationErrorOut, documented, field_error
 from app.db.admin_store import QueueRow
 from app.observe import redis_depths
 
@@ -36,13 +36,27 @@ router = APIRouter(prefix="/queues", tags=["queues"])
     "",
     response_model=QueuePage,
     summary="List queues",
+    response_description="One page of queues with their counts and Redis depths.",
     description="Every queue (by name; page with `cursor`) with its default_priority and "
     "is_active, its jobs by status in PostgreSQL (exact, or null when counting takes longer "
     "than STATS_TIMEOUT), the depth of its three Redis lists and the age of its oldest due "
     "job not yet started.",
     responses={
-        422: {"model": ValidationErrorOut, "description": "A bad limit or cursor."},
-        503: {"model": MessageOut, "description": "PostgreSQL or Redis is unavailable."},
+        422: documented(
+            ValidationErrorOut,
+            "A bad limit or cursor.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["query", "limit"],
+                        "Input should be greater than or equal to 1",
+                        "greater_than_equal",
+                    ),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL or Redis is unavailable.", _UNAVAILABLE),
     },
 )
 async def list_queues(
@@ -75,12 +89,30 @@ async def list_queues(
     status_code=status.HTTP_201_CREATED,
     response_model=QueueSettingsOut,
     summary="Create a queue",
+    response_description="The queue as created.",
     description="A queue that jobs may name. Workers run its jobs once a handler is "
     "registered for it (HANDLER_MODULES).",
     responses={
-        409: {"model": MessageOut, "description": "A queue of this name exists."},
-        422: {"model": ValidationErrorOut, "description": "A bad name or default_priority."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+        409: documented(
+            MessageOut,
+            "A queue of this name exists.",
+            {"err": ("Example", {"detail": "queue 'email-sending' exists"})},
+        ),
+        422: documented(
+            ValidationErrorOut,
+            "A bad name or default_priority.",
+            {
+                "err": (
+                    "Example",
+                    field_error(
+                        ["body", "default_priority"],
+                        "Input should be less than or equal to 1000",
+                        "less_than_equal",
+                    ),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
     },
 )
 async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
@@ -94,13 +126,27 @@ async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
     "/{name:path}",
     response_model=QueueSettingsOut,
     summary="Pause, resume or re-prioritise a queue",
+    response_description="The queue as it is now.",
     description="`is_active: false` pauses the queue: it keeps accepting jobs, but the "
     "migrator moves none of them to Redis (jobs already in Redis still run). `true` "
     "resumes it. `default_priority` applies to jobs created afterwards without a priority.",
     responses={
-        404: {"model": MessageOut, "description": "No queue has this name."},
-        422: {"model": ValidationErrorOut, "description": "A bad or empty body."},
-        503: {"model": MessageOut, "description": "PostgreSQL is unavailable."},
+        404: documented(
+            MessageOut,
+            "No queue has this name.",
+            {"err": ("Example", {"detail": "queue 'emails' not found"})},
+        ),
+        422: documented(
+            ValidationErrorOut,
+            "A bad or empty body.",
+            {
+                "err": (
+                    "Example",
+                    field_error(["body"], "give is_active or default_priority", "empty_update"),
+                )
+            },
+        ),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
     },
 )
 async def update_queue(name: str, body: QueueUpdate, admin: AdminDep) -> QueueSettingsOut:

@@ -369,7 +369,9 @@ def restore_null_examples(document: dict[str, Any]) -> None:
     """FastAPI drops every null from the OpenAPI document, examples included
     (fastapi/fastapi#5559), so a job's example would lack its null `failed_at`: put each
     model's own examples back into its schema."""
+    from app.api import ops_schemas  # the operators' models (they import this module)
+
     for name, schema in document.get("components", {}).get("schemas", {}).items():
-        model = globals().get(name)
+        model = globals().get(name) or getattr(ops_schemas, name, None)
         if isinstance(model, type) and issubclass(model, BaseModel) and "examples" in schema:
             schema["examples"] = model.model_json_schema()["examples"]

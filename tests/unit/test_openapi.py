@@ -14,16 +14,29 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from app.api import schemas
+from app.api import ops_schemas, schemas
 from app.main import create_app
 from app.settings import Settings
 
 # The errors each operation documents. /health does no I/O, so it cannot fail but crash.
 ERROR_RESPONSES: dict[tuple[str, str], set[str]] = {
-    ("post", "/jobs"): {"401", "403", "413", "422", "503"},
+    ("post", "/jobs"): {"401", "403", "409", "413", "422", "503"},
+    ("get", "/jobs"): {"401", "403", "422", "503"},
     ("get", "/jobs/{job_id}"): {"401", "403", "404", "422", "503"},
+    ("get", "/jobs/{job_id}/logs"): {"401", "403", "404", "422", "503"},
+    ("post", "/jobs/{job_id}/cancel"): {"401", "403", "404", "409", "422", "503"},
+    ("post", "/jobs/batch"): {"401", "403", "409", "413", "422", "503"},
+    ("get", "/dead-letter"): {"401", "403", "422", "503"},
+    ("post", "/dead-letter/replay"): {"401", "403", "422", "503"},
+    ("post", "/dead-letter/{job_id}/replay"): {"401", "403", "404", "409", "422", "503"},
+    ("delete", "/dead-letter/{job_id}"): {"401", "403", "404", "409", "422", "503"},
+    ("get", "/queues"): {"401", "403", "422", "503"},
+    ("post", "/queues"): {"401", "403", "409", "422", "503"},
+    ("patch", "/queues/{name}"): {"401", "403", "404", "422", "503"},
     ("get", "/health"): set(),
     ("get", "/health/ready"): {"503"},
+    ("get", "/health/queues"): {"401", "403", "503"},
+    ("get", "/metrics"): {"503"},
 }
 
 MEDIA = "application/json"
@@ -56,9 +69,9 @@ def model_of(media: dict[str, Any]) -> type[BaseModel]:
     """The pydantic model a body's schema was generated from (one of ours, by name)."""
     ref: str = media["schema"]["$ref"]
     name = ref.rsplit("/", 1)[1]
-    model = getattr(schemas, name, None)
+    model = getattr(schemas, name, None) or getattr(ops_schemas, name, None)
     assert isinstance(model, type) and issubclass(model, BaseModel), (
-        f"{ref} is not a model of app.api.schemas (FastAPI's default, without examples?)"
+        f"{ref} is not a model of app.api.schemas or ops_schemas (FastAPI's default?)"
     )
     return model
 
@@ -105,6 +118,11 @@ async def test_every_response_is_described_with_examples_of_its_body(
         for code, response in operation["responses"].items():
             where = f"{method} {path} {code}"
             assert response["description"] not in ("", "Successful Response"), where
+            if MEDIA not in response["content"]:
+                # Not JSON (GET /metrics: Prometheus text): an example of that body.
+                ((_type, media),) = response["content"].items()
+                assert media.get("example"), f"{where}: no example of its text body"
+                continue
             media = response["content"][MEDIA]
             examples = examples_of(spec, media)
             assert examples, f"{where}: no example"
