@@ -79,6 +79,23 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
+    async def _bad_text(_request: Request, exc: Exception) -> JSONResponse:
+        # A NUL byte or a character PostgreSQL cannot store, in a query or path value.
+        return JSONResponse(
+            {
+                "detail": [
+                    {
+                        "loc": ["request"],
+                        "msg": "text must not contain NUL or characters PostgreSQL cannot store",
+                        "type": "invalid_characters",
+                    }
+                ]
+            },
+            status_code=422,
+        )
+
+    app.add_exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError, _bad_text)
+    app.add_exception_handler(asyncpg.exceptions.UntranslatableCharacterError, _bad_text)
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, _unavailable)
     app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)

@@ -41,7 +41,10 @@ class JobCreate(BaseModel):
     )
 
     queue_name: str = Field(
-        min_length=1, max_length=100, description="An existing queue (see job_queues)."
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="An existing queue (see job_queues); no control characters.",
     )
     payload: dict[str, Any] = Field(
         description="A JSON object handed to the handler; at most MAX_PAYLOAD_BYTES as JSON."

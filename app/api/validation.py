@@ -43,7 +43,32 @@ def validate_job(
                 for e in exc.errors(include_url=False)
             ]
             raise InputErrors(422, errors) from exc
-    size = len(payload_json(job))
+    try:
+        text = payload_json(job)
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        raise InputErrors(
+            422,
+            [
+                {
+                    "loc": [*loc, "payload"],
+                    "msg": f"the payload cannot be stored as JSON: {exc}",
+                    "type": "unencodable",
+                }
+            ],
+        ) from None
+    if "\\u0000" in text and _has_nul(job.payload):
+        # PostgreSQL's jsonb cannot hold a NUL character: refuse it here, by name.
+        raise InputErrors(
+            422,
+            [
+                {
+                    "loc": [*loc, "payload"],
+                    "msg": "strings in the payload must not contain NUL (\\u0000)",
+                    "type": "nul_character",
+                }
+            ],
+        )
+    size = len(text)
     if size > max_payload_bytes:
         raise InputErrors(
             413,
@@ -56,6 +81,16 @@ def validate_job(
             ],
         )
     return job
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def payload_json(job: JobCreate) -> str:

@@ -324,3 +324,24 @@ async def test_create_is_503_when_postgresql_ends_the_connection_mid_request(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert await count_jobs(database_url) == 0
+
+
+async def test_what_postgres_cannot_store_is_refused_by_name(client: httpx.AsyncClient) -> None:
+    """Found by the fuzzer: a NUL in the payload or an integer beyond 64 bits was a 500."""
+    nul = await client.post(
+        "/jobs", json={"queue_name": "email-sending", "payload": {"a": "x\x00"}}
+    )
+    assert nul.status_code == 422
+    assert nul.json()["detail"][0]["loc"] == ["body", "payload"]
+    assert nul.json()["detail"][0]["type"] == "nul_character"
+    huge = await client.post("/jobs", json={"queue_name": "email-sending", "payload": {"n": 2**70}})
+    assert huge.status_code == 422
+    assert huge.json()["detail"][0]["type"] == "unencodable"
+    ctl = await client.post("/jobs", json={"queue_name": "email\x00", "payload": {}})
+    assert ctl.status_code == 422
+    assert ctl.json()["detail"][0]["loc"] == ["body", "queue_name"]
+    # A backslash-u sequence written out as text is ordinary text.
+    text = await client.post(
+        "/jobs", json={"queue_name": "email-sending", "payload": {"a": "\\u0000"}}
+    )
+    assert text.status_code == 201
