@@ -20,7 +20,14 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.api.schemas import _UNAVAILABLE, MessageOut, ValidationErrorOut, documented, field_error
+from app.api.schemas import (
+    UNAVAILABLE_EXAMPLES,
+    MessageOut,
+    ValidationErrorOut,
+    bad_job_id,
+    documented,
+    field_error,
+)
 
 router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
 
@@ -41,21 +48,10 @@ _ERRORS_404_409: dict[int | str, dict[str, Any]] = {
             )
         },
     ),
-    422: documented(
-        ValidationErrorOut,
-        "The id is not a UUID, or reason is too long.",
-        {
-            "err": (
-                "Example",
-                field_error(
-                    ["path", "job_id"],
-                    "Input should be a valid UUID, invalid length: found 3",
-                    "uuid_parsing",
-                ),
-            )
-        },
+    422: bad_job_id("The id is not a UUID, or reason is too long."),
+    503: documented(
+        MessageOut, "PostgreSQL is unavailable; nothing changed.", UNAVAILABLE_EXAMPLES
     ),
-    503: documented(MessageOut, "PostgreSQL is unavailable; nothing changed.", _UNAVAILABLE),
 }
 
 
@@ -81,7 +77,7 @@ _ERRORS_404_409: dict[int | str, dict[str, Any]] = {
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def list_dead_letters(
@@ -122,7 +118,7 @@ async def list_dead_letters(
             "A field is invalid.",
             {"err": ("Example", field_error(["query", "queue"], "Field required", "missing"))},
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def replay_dead_letters(

@@ -34,10 +34,11 @@ from app.api.pagination import (
     time_id_cursor,
 )
 from app.api.schemas import (
-    _UNAVAILABLE,
+    UNAVAILABLE_EXAMPLES,
     JobStatus,
     MessageOut,
     ValidationErrorOut,
+    bad_job_id,
     documented,
     field_error,
 )
@@ -68,7 +69,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def list_jobs(
@@ -121,7 +122,7 @@ async def list_jobs(
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def job_logs(
@@ -165,21 +166,10 @@ async def job_logs(
                 )
             },
         ),
-        422: documented(
-            ValidationErrorOut,
-            "The id is not a UUID.",
-            {
-                "err": (
-                    "Example",
-                    field_error(
-                        ["path", "job_id"],
-                        "Input should be a valid UUID, invalid length: found 3",
-                        "uuid_parsing",
-                    ),
-                )
-            },
+        422: bad_job_id("The id is not a UUID."),
+        503: documented(
+            MessageOut, "PostgreSQL is unavailable; nothing changed.", UNAVAILABLE_EXAMPLES
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable; nothing changed.", _UNAVAILABLE),
     },
 )
 async def cancel_job(
@@ -241,7 +231,9 @@ async def cancel_job(
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable; nothing written.", _UNAVAILABLE),
+        503: documented(
+            MessageOut, "PostgreSQL is unavailable; nothing written.", UNAVAILABLE_EXAMPLES
+        ),
     },
 )
 async def create_batch(body: JobBatchIn, rt: RuntimeDep, admin: AdminDep) -> JSONResponse:

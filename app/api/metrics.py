@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from app.api.deps import AdminDep, RuntimeDep
-from app.api.schemas import _UNAVAILABLE, MessageOut, documented
+from app.api.schemas import UNAVAILABLE_EXAMPLES, MessageOut, documented
 from app.db.admin_store import JobCounts
 from app.metrics import COUNTERS, HISTOGRAMS, StoredMetrics, read_stored_metrics
 from app.observe import LiveWorkers, live_workers, redis_depths
@@ -121,7 +121,7 @@ class SnapshotCollector(Collector):
             "content": {CONTENT_TYPE_LATEST: {"example": EXAMPLE}},
             "description": "The Prometheus text exposition format.",
         },
-        503: documented(MessageOut, "PostgreSQL or Redis is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL or Redis is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def metrics(rt: RuntimeDep, admin: AdminDep) -> Response:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from app.api.deps import AdminDep, RuntimeDep
 from app.api.ops_schemas import QueueHealthOut, RedisHealth, WorkersHealth
-from app.api.schemas import _UNAVAILABLE, MessageOut, documented
+from app.api.schemas import UNAVAILABLE_EXAMPLES, MessageOut, documented
 from app.observe import live_workers, redis_depths, redis_server
 
 router = APIRouter(tags=["health"])
@@ -24,7 +24,7 @@ router = APIRouter(tags=["health"])
     "Redis lists, the workers with a live heartbeat (from the heartbeat index: no key "
     "scan) and the jobs by status in PostgreSQL (estimates if counting takes longer than "
     "STATS_TIMEOUT). A Redis outage is reported in `redis`, not as an error.",
-    responses={503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE)},
+    responses={503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES)},
 )
 async def queue_health(rt: RuntimeDep, admin: AdminDep) -> QueueHealthOut:
     queues = [q.name for q in await admin.list_queues(after=None, limit=10_000)]

@@ -25,7 +25,13 @@ from app.api.pagination import (
     name_cursor,
     page_of,
 )
-from app.api.schemas import _UNAVAILABLE, MessageOut, ValidationErrorOut, documented, field_error
+from app.api.schemas import (
+    UNAVAILABLE_EXAMPLES,
+    MessageOut,
+    ValidationErrorOut,
+    documented,
+    field_error,
+)
 from app.db.admin_store import QueueRow
 from app.observe import redis_depths
 
@@ -56,7 +62,7 @@ router = APIRouter(prefix="/queues", tags=["queues"])
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL or Redis is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL or Redis is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def list_queues(
@@ -112,7 +118,7 @@ async def list_queues(
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
@@ -146,7 +152,7 @@ async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
                 )
             },
         ),
-        503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+        503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
 async def update_queue(name: str, body: QueueUpdate, admin: AdminDep) -> QueueSettingsOut:

@@ -234,7 +234,26 @@ def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
 
 
 UNAVAILABLE_DETAIL = "a backing service (PostgreSQL) is unavailable; retry later"
-_UNAVAILABLE = {"unavailable": ("PostgreSQL is down", {"detail": UNAVAILABLE_DETAIL})}
+UNAVAILABLE_EXAMPLES = {"unavailable": ("PostgreSQL is down", {"detail": UNAVAILABLE_DETAIL})}
+
+
+def bad_job_id(description: str) -> dict[str, Any]:
+    """The 422 of a route whose path holds a job id."""
+    return documented(
+        ValidationErrorOut,
+        description,
+        {
+            "not_a_uuid": (
+                "Malformed id",
+                field_error(
+                    ["path", "job_id"],
+                    "Input should be a valid UUID, invalid length: found 3",
+                    "uuid_parsing",
+                ),
+            )
+        },
+    )
+
 
 CREATE_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: documented(
@@ -314,7 +333,9 @@ CREATE_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
             ),
         },
     ),
-    503: documented(MessageOut, "PostgreSQL is unavailable; nothing written.", _UNAVAILABLE),
+    503: documented(
+        MessageOut, "PostgreSQL is unavailable; nothing written.", UNAVAILABLE_EXAMPLES
+    ),
 }
 
 GET_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -337,7 +358,7 @@ GET_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
             )
         },
     ),
-    503: documented(MessageOut, "PostgreSQL is unavailable.", _UNAVAILABLE),
+    503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
 }
 
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {

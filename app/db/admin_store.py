@@ -198,18 +198,22 @@ def _action(update: str, action: str, reason: int, actor: int) -> str:
     return f"WITH {update}, logged AS ({log})\nSELECT * FROM done"
 
 
-REPLAY_JOB = _action(
-    """
-target AS (
-    SELECT id, attempt_count FROM jobs WHERE id = $1 AND status = 'failed' FOR UPDATE
-), done AS (
+# failed -> queued with the attempts reset and errors cleared; history stays in job_logs.
+_REPLAY_TARGET = """, done AS (
     UPDATE jobs j SET
         status = 'queued', attempt_count = 0, last_error_message = NULL, failed_at = NULL,
         run_at = now(), worker_id = NULL, lease_expires_at = NULL, updated_at = now()
     FROM target t
     WHERE j.id = t.id AND j.status = 'failed'
     RETURNING j.id, j.queue_name, j.status, j.attempt_count, t.attempt_count AS previous_attempts
-)""",
+)"""
+
+REPLAY_JOB = _action(
+    """
+target AS (
+    SELECT id, attempt_count FROM jobs WHERE id = $1 AND status = 'failed' FOR UPDATE
+)"""
+    + _REPLAY_TARGET,
     "replayed",
     reason=2,
     actor=3,
@@ -226,14 +230,8 @@ target AS (
     ORDER BY failed_at
     LIMIT $4
     FOR UPDATE SKIP LOCKED
-), done AS (
-    UPDATE jobs j SET
-        status = 'queued', attempt_count = 0, last_error_message = NULL, failed_at = NULL,
-        run_at = now(), worker_id = NULL, lease_expires_at = NULL, updated_at = now()
-    FROM target t
-    WHERE j.id = t.id AND j.status = 'failed'
-    RETURNING j.id, j.queue_name, j.status, j.attempt_count, t.attempt_count AS previous_attempts
-)""",
+)"""
+    + _REPLAY_TARGET,
     "replayed",
     reason=5,
     actor=6,
