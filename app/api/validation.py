@@ -16,7 +16,6 @@ from app.api.errors import InputErrors
 from app.api.schemas import JobCreate
 from app.crypto import PayloadCipher
 from app.db.admin_store import JobToInsert
-from app.payloads import PayloadRejected, seal_payload
 from app.registry import HandlerRegistry
 
 M = TypeVar("M", bound=JobCreate)
@@ -113,18 +112,23 @@ def seal(
     cipher: PayloadCipher,
     loc: Sequence[str | int] = ("body",),
 ) -> dict[str, Any]:
-    """The payload as it must be stored: checked against the queue's payload model, its
-    sensitive fields encrypted. InputErrors (422) locates each schema error."""
-    try:
-        return seal_payload(registry, cipher, job.queue_name, job.payload)
-    except PayloadRejected as exc:
-        raise InputErrors(
-            422,
-            [
-                {"loc": [*loc, "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors
-            ],
-        ) from None
+    """The payload as it must be stored: checked against the payload model its queue's
+    handler registered (if any), its sensitive fields encrypted. One function for every
+    producer path (POST /jobs, the batch, app.producer). InputErrors (422) locates each
+    schema error under the payload."""
+    handler = registry.get(job.queue_name)
+    if handler is not None and handler.payload_model is not None:
+        try:
+            handler.payload_model.model_validate(job.payload)
+        except ValidationError as exc:
+            raise InputErrors(
+                422,
+                [
+                    {"loc": [*loc, "payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors(include_url=False, include_input=False)
+                ],
+            ) from None
+    return cipher.encrypt(job.queue_name, job.payload)
 
 
 def to_insert(
