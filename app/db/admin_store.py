@@ -51,6 +51,18 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, queue_name, priority, created_at
 """
 
+# The same for one job, without the arrays: the common case of one producer call or one
+# request, measurably cheaper to plan and run (bench: enqueue-one).
+INSERT_ONE_JOB = """
+INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
+                  idempotency_key, request_hash)
+SELECT $1::uuid, q.name, $3::text::jsonb, COALESCE($4::int, q.default_priority),
+       COALESCE($5::timestamptz, now()), $6::int, $7::text, $8::text
+FROM job_queues q WHERE q.name = $2::text
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, status, queue_name, priority, created_at
+"""
+
 FIND_JOBS_BY_KEYS = """
 SELECT id, queue_name, priority, created_at, idempotency_key, request_hash
 FROM jobs WHERE idempotency_key = ANY($1::text[])
@@ -109,17 +121,32 @@ async def insert_jobs(
 
     pending = to_insert
     for _attempt in range(3):
-        rows = await fetch(
-            INSERT_JOBS,
-            [ids[i] for i in pending],
-            [jobs[i].queue_name for i in pending],
-            [jobs[i].payload_json for i in pending],
-            [jobs[i].priority for i in pending],
-            [jobs[i].run_at for i in pending],
-            [jobs[i].max_attempts for i in pending],
-            [jobs[i].idempotency_key for i in pending],
-            [jobs[i].request_hash for i in pending],
-        )
+        if len(pending) == 1:
+            (i,) = pending
+            job = jobs[i]
+            rows = await fetch(
+                INSERT_ONE_JOB,
+                ids[i],
+                job.queue_name,
+                job.payload_json,
+                job.priority,
+                job.run_at,
+                job.max_attempts,
+                job.idempotency_key,
+                job.request_hash,
+            )
+        else:
+            rows = await fetch(
+                INSERT_JOBS,
+                [ids[i] for i in pending],
+                [jobs[i].queue_name for i in pending],
+                [jobs[i].payload_json for i in pending],
+                [jobs[i].priority for i in pending],
+                [jobs[i].run_at for i in pending],
+                [jobs[i].max_attempts for i in pending],
+                [jobs[i].idempotency_key for i in pending],
+                [jobs[i].request_hash for i in pending],
+            )
         created = {r["id"]: r for r in rows}
         not_inserted: list[int] = []
         for i in pending:
@@ -164,6 +191,11 @@ async def insert_jobs(
         else:
             results[i] = InsertResult("key_conflict")
     return [r for r in results if r is not None]
+
+
+def _one_statement(jobs: Sequence[JobToInsert]) -> bool:
+    """Without idempotency keys `insert_jobs` runs exactly one INSERT."""
+    return all(job.idempotency_key is None for job in jobs)
 
 
 def _created(row: Any, status: str | None = None) -> CreatedJob:
@@ -466,14 +498,20 @@ class AdminStore:
     ) -> list[InsertResult]:
         """Insert independent jobs in one statement and one commit (group commit): each
         is created, found (idempotency key) or refused, whatever the others are."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+        async with self.pool.acquire() as conn:
+            if _one_statement(jobs):  # atomic alone: no BEGIN and COMMIT round trips
+                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+            async with conn.transaction():
+                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
 
     async def insert_jobs(
         self, jobs: Sequence[JobToInsert], *, key_ttl: float
     ) -> list[InsertResult]:
         """Insert in one transaction; rolled back unless every job was created or found."""
         async with self.pool.acquire() as conn:
+            if len(jobs) == 1 and _one_statement(jobs):
+                # One job, one statement: it commits whole or not at all on its own.
+                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
             tx = conn.transaction()
             await tx.start()
             try:
