@@ -11,6 +11,9 @@
 (on the asyncpg driver) and run the same statements and validation as POST /jobs and
 POST /jobs/batch, inside a savepoint of the caller's transaction: a rejected call
 changes nothing and leaves the caller's transaction usable.
+
+`JobClient` is for code with no transaction to join: it keeps a pool of its own and
+commits each call before returning; one job is one statement and one round trip.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.errors import InputErrors
@@ -34,7 +38,8 @@ from app.api.validation import (
     validate_job,
 )
 from app.crypto import PayloadCipher
-from app.db.admin_store import insert_jobs
+from app.db.admin_store import AdminStore, InsertResult, JobToInsert, insert_jobs
+from app.db.store import create_pool
 from app.registry import default_registry
 from app.settings import Settings
 
@@ -73,17 +78,9 @@ async def enqueue(
     seconds return the existing job's id; the same key with another job raises
     JobRejected (409).
     """
-    item: dict[str, Any] = {"queue_name": queue_name, "payload": payload}
-    if priority is not None:
-        item["priority"] = priority
-    if run_at is not None:
-        item["run_at"] = run_at
-    item["max_attempts"] = max_attempts
-    if idempotency_key is not None:
-        item["idempotency_key"] = idempotency_key
     (job_id,) = await enqueue_many(
         conn_or_session,
-        [item],
+        [_item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)],
         max_payload_bytes=max_payload_bytes,
         idempotency_key_ttl=idempotency_key_ttl,
         cipher=cipher,
@@ -108,34 +105,9 @@ async def enqueue_many(
 
     Raises JobRejected listing every bad job by index (`loc`: ["jobs", index, field]).
     """
-    validated: list[BatchJob] = []
-    errors: list[dict[str, Any]] = []
-    too_large_only = True
-    for index, item in enumerate(jobs):
-        try:
-            validated.append(
-                validate_job(
-                    item, max_payload_bytes=max_payload_bytes, model=BatchJob, loc=("jobs", index)
-                )
-            )
-        except InputErrors as exc:
-            errors.extend(exc.errors)
-            too_large_only &= exc.status_code == 413
-    if errors:
-        raise InputErrors(413 if too_large_only else 422, errors)
-    if not validated:
+    validated, rows = _prepare(jobs, max_payload_bytes, cipher)
+    if not rows:
         return []
-    cipher = cipher or _environment_cipher()
-    rows = []
-    for index, job in enumerate(validated):
-        try:
-            sealed = seal(job, default_registry, cipher, ("jobs", index))
-            rows.append(to_insert(job, job.idempotency_key, sealed))
-        except InputErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise InputErrors(422, errors)
-
     if isinstance(conn_or_session, AsyncSession):
         conn = await conn_or_session.connection()
     else:
@@ -157,14 +129,159 @@ async def enqueue_many(
 
     async with savepoint:
         results = await insert_jobs(fetch, rows, key_ttl=idempotency_key_ttl)
-        conflicts = 0
-        for index, (job, result) in enumerate(zip(validated, results, strict=True)):
-            if result.outcome == "unknown_queue":
-                errors.append(unknown_queue_error(job.queue_name, ("jobs", index)))
-            elif result.outcome == "key_conflict":
-                conflicts += 1
-                errors.append(key_conflict_error(("jobs", index), "idempotency_key"))
-        if errors:
-            # Raised inside the savepoint: what this call inserted is rolled back.
-            raise InputErrors(409 if conflicts == len(errors) else 422, errors)
+        # Raised inside the savepoint: what this call inserted is rolled back.
+        return _ids_or_raise(validated, results)
+
+
+class JobClient:
+    """Enqueue jobs on connections of the client's own: each call is a transaction of
+    its own, committed before it returns (the job is durable and the migrator is woken).
+
+        async with await JobClient.connect("postgresql://...") as client:
+            job_id = await client.enqueue("email-sending", {"to": "a@example.com"})
+
+    The fast path for a service that has no transaction to join: one job without an
+    idempotency key is one statement and one round trip. Validation, idempotency keys
+    and errors (JobRejected) are those of `enqueue` and `enqueue_many`. Safe to share
+    between tasks; a pool of `max_size` connections serves concurrent calls.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
+        cipher: PayloadCipher | None = None,
+        owns_pool: bool = False,
+    ) -> None:
+        self._admin = AdminStore(pool)
+        self._max_payload_bytes = max_payload_bytes
+        self._key_ttl = idempotency_key_ttl
+        self._cipher = cipher
+        self._owns_pool = owns_pool
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
+        cipher: PayloadCipher | None = None,
+    ) -> JobClient:
+        """A client with a pool of its own on `dsn` (closed by `close()`)."""
+        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+        return cls(
+            pool,
+            max_payload_bytes=max_payload_bytes,
+            idempotency_key_ttl=idempotency_key_ttl,
+            cipher=cipher,
+            owns_pool=True,
+        )
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self._admin.pool.close()
+
+    async def __aenter__(self) -> JobClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def enqueue(
+        self,
+        queue_name: str,
+        payload: dict[str, Any],
+        *,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int = 3,
+        idempotency_key: str | None = None,
+    ) -> uuid.UUID:
+        """Insert and commit one job; its id. Same key and same job within the key's
+        TTL: the existing job's id; same key, another job: JobRejected (409)."""
+        (job_id,) = await self.enqueue_many(
+            [_item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)]
+        )
+        return job_id
+
+    async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
+        """Insert and commit jobs, all or none (one transaction); ids in order."""
+        validated, rows = _prepare(jobs, self._max_payload_bytes, self._cipher)
+        if not rows:
+            return []
+        results = await self._admin.insert_jobs(rows, key_ttl=self._key_ttl)
+        return _ids_or_raise(validated, results)
+
+
+def _item(
+    queue_name: str,
+    payload: dict[str, Any],
+    priority: int | None,
+    run_at: datetime | None,
+    max_attempts: int,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"queue_name": queue_name, "payload": payload}
+    if priority is not None:
+        item["priority"] = priority
+    if run_at is not None:
+        item["run_at"] = run_at
+    item["max_attempts"] = max_attempts
+    if idempotency_key is not None:
+        item["idempotency_key"] = idempotency_key
+    return item
+
+
+def _prepare(
+    jobs: Iterable[Mapping[str, Any]], max_payload_bytes: int, cipher: PayloadCipher | None
+) -> tuple[list[BatchJob], list[JobToInsert]]:
+    """Validate, check against the payload models and encrypt: the rows to insert, or
+    JobRejected naming every bad job."""
+    validated: list[BatchJob] = []
+    errors: list[dict[str, Any]] = []
+    too_large_only = True
+    for index, item in enumerate(jobs):
+        try:
+            validated.append(
+                validate_job(
+                    item, max_payload_bytes=max_payload_bytes, model=BatchJob, loc=("jobs", index)
+                )
+            )
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+            too_large_only &= exc.status_code == 413
+    if errors:
+        raise InputErrors(413 if too_large_only else 422, errors)
+    cipher = cipher or _environment_cipher()
+    rows = []
+    for index, job in enumerate(validated):
+        try:
+            sealed = seal(job, default_registry, cipher, ("jobs", index))
+            rows.append(to_insert(job, job.idempotency_key, sealed))
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InputErrors(422, errors)
+    return validated, rows
+
+
+def _ids_or_raise(
+    validated: Sequence[BatchJob], results: Sequence[InsertResult]
+) -> list[uuid.UUID]:
+    """The ids, or JobRejected for unknown queues (422) and reused keys (409)."""
+    errors: list[dict[str, Any]] = []
+    conflicts = 0
+    for index, (job, result) in enumerate(zip(validated, results, strict=True)):
+        if result.outcome == "unknown_queue":
+            errors.append(unknown_queue_error(job.queue_name, ("jobs", index)))
+        elif result.outcome == "key_conflict":
+            conflicts += 1
+            errors.append(key_conflict_error(("jobs", index), "idempotency_key"))
+    if errors:
+        raise InputErrors(409 if conflicts == len(errors) else 422, errors)
     return [r.job.id for r in results if r.job is not None]

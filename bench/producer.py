@@ -1,16 +1,21 @@
-"""The producer paths the benchmark measures: the Python producer library
-(`app.producer.enqueue` / `enqueue_many`) on a SQLAlchemy AsyncConnection, each call in
-a transaction of its own, committed, as a caller would use it."""
+"""The producer paths the benchmark measures, each call committed before it returns:
+
+- `JobClient` (app.producer): the client with a pool of its own; one job is one
+  statement and one round trip. The target paths (`one`, `many`).
+- `enqueue` / `enqueue_many` inside a caller's SQLAlchemy transaction (BEGIN, the
+  insert, COMMIT), measured for reference (`tx_one`, `tx_many`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.db.store import NewJob
-from app.producer import enqueue, enqueue_many
+from app.producer import JobClient, enqueue, enqueue_many
 from app.settings import Settings
 
 EnqueueOne = Callable[[NewJob], Awaitable[object]]
@@ -23,16 +28,45 @@ class Producer:
     one_label: str
     many: EnqueueMany
     many_label: str
+    tx_one: EnqueueOne
+    tx_one_label: str
+    tx_many: EnqueueMany
+    tx_many_label: str
+    client: JobClient
     engine: AsyncEngine
 
     async def close(self) -> None:
+        await self.client.close()
         await self.engine.dispose()
 
 
-def find_producer(dsn: str) -> Producer:
+def _item(job: NewJob) -> Mapping[str, Any]:
+    return {
+        "queue_name": job.queue_name,
+        "payload": job.payload,
+        "max_attempts": job.max_attempts,
+        **({"priority": job.priority} if job.priority is not None else {}),
+        **({"run_at": job.run_at} if job.run_at is not None else {}),
+    }
+
+
+async def open_producer(dsn: str) -> Producer:
+    client = await JobClient.connect(dsn, min_size=1, max_size=4)
     engine = create_async_engine(Settings(database_url=dsn).sqlalchemy_url, pool_size=4)
 
     async def one(job: NewJob) -> object:
+        return await client.enqueue(
+            job.queue_name,
+            job.payload,
+            priority=job.priority,
+            run_at=job.run_at,
+            max_attempts=job.max_attempts,
+        )
+
+    async def many(jobs: Sequence[NewJob]) -> object:
+        return await client.enqueue_many([_item(j) for j in jobs])
+
+    async def tx_one(job: NewJob) -> object:
         async with engine.begin() as conn:
             return await enqueue(
                 conn,
@@ -43,26 +77,19 @@ def find_producer(dsn: str) -> Producer:
                 max_attempts=job.max_attempts,
             )
 
-    async def many(jobs: Sequence[NewJob]) -> object:
+    async def tx_many(jobs: Sequence[NewJob]) -> object:
         async with engine.begin() as conn:
-            return await enqueue_many(
-                conn,
-                [
-                    {
-                        "queue_name": j.queue_name,
-                        "payload": j.payload,
-                        "max_attempts": j.max_attempts,
-                        **({"priority": j.priority} if j.priority is not None else {}),
-                        **({"run_at": j.run_at} if j.run_at is not None else {}),
-                    }
-                    for j in jobs
-                ],
-            )
+            return await enqueue_many(conn, [_item(j) for j in jobs])
 
     return Producer(
         one=one,
-        one_label="app.producer.enqueue, one transaction (commit) per job",
+        one_label="app.producer.JobClient.enqueue, committed per job (one statement)",
         many=many,
-        many_label="app.producer.enqueue_many, one transaction per batch",
+        many_label="app.producer.JobClient.enqueue_many, one transaction per batch",
+        tx_one=tx_one,
+        tx_one_label="app.producer.enqueue in a SQLAlchemy transaction (BEGIN, insert, COMMIT)",
+        tx_many=tx_many,
+        tx_many_label="app.producer.enqueue_many in a SQLAlchemy transaction",
+        client=client,
         engine=engine,
     )

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from app.db.store import create_pool
 from app.settings import Settings
 from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
+from bench.producer import open_producer
 from bench.profile import py_spy_path
 from bench.report import Results, fmt, table
 from bench.scenarios import ALIASES, SCENARIOS, Ctx, Options
@@ -277,7 +278,12 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
             py_spy=args.py_spy,
         )
         ctx = Ctx(env=env, opts=opts, pool=pool, redis=redis, results=results, log_dir=log_dir)
-        results.meta["producer"] = {"one": ctx.producer.one_label, "many": ctx.producer.many_label}
+        ctx.producer = await open_producer(env.dsn)
+        results.meta["producer"] = {
+            "one": ctx.producer.one_label,
+            "many": ctx.producer.many_label,
+            "reference": [ctx.producer.tx_one_label, ctx.producer.tx_many_label],
+        }
         for name in args.scenario_list:
             log(f"{name} ...")
             t0 = time.perf_counter()
