@@ -85,8 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--http-client",
         default="httpx,raw",
-        help="HTTP client kinds to measure with: httpx (the target's), raw (a minimal "
-        "HTTP/1.1 client, for reference); default both",
+        help="HTTP client kinds to measure with: raw (a minimal HTTP/1.1 client, the "
+        "target's), httpx (for reference); default both",
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes in the drain")
     p.add_argument(
