@@ -444,29 +444,49 @@ async def _wait_ready(ctx: Ctx, workers: list[Service], migrator: Service | None
     await wait_until(ready, timeout=ctx.opts.timeout, what=what)
 
 
+LATENCY_LAYOUTS = {
+    "embedded": "`python -m app`, the default deployment: API, migrator and worker in one process",
+    "separate": "`python -m app.migrator` and `python -m app.worker`, two processes",
+}
+
+
 async def latency(ctx: Ctx) -> None:
+    ctx.results.note(
+        "latency",
+        f"{ctx.opts.latency_samples} samples per run, one job at a time through "
+        f"{ctx.producer.one_label}, idle between samples; latency = handler's time.time() "
+        "at start - time.time() just before the enqueue call. Layouts: "
+        + "; ".join(f"{name}: {what}" for name, what in LATENCY_LAYOUTS.items()),
+    )
+    for layout in LATENCY_LAYOUTS:
+        await _latency_layout(ctx, layout)
+
+
+async def _latency_layout(ctx: Ctx, layout: str) -> None:
     res = ctx.results
     samples = ctx.opts.latency_samples
-    p50 = res.metric("latency", "enqueue→start p50", "ms", LATENCY_P50_TARGET, "<=")
-    p99 = res.metric("latency", "enqueue→start p99", "ms", LATENCY_P99_TARGET, "<=")
-    call = res.metric("latency", "of which the enqueue call, p50", "ms")
-    claim = res.metric("latency", "insert→claim (PostgreSQL clock), p50", "ms")
+    label = f"({layout})"
+    p50 = res.metric("latency", f"enqueue→start p50 {label}", "ms", LATENCY_P50_TARGET, "<=")
+    p99 = res.metric("latency", f"enqueue→start p99 {label}", "ms", LATENCY_P99_TARGET, "<=")
+    call = res.metric("latency", f"of which the enqueue call, p50 {label}", "ms")
+    claim = res.metric("latency", f"insert→claim (PostgreSQL clock), p50 {label}", "ms")
     key = ctx.env.prefix + "bench:latency"
-    res.note(
-        "latency",
-        f"{samples} samples per run, one job at a time through {ctx.producer.one_label}; "
-        "migrator + 1 worker as subprocesses, idle between samples; latency = handler's "
-        "time.time() at start - time.time() just before the enqueue call",
-    )
     await reset_jobs(ctx.pool)
     await ctx.env.clear_redis(ctx.redis)
     env = ctx.env.service_env(BENCH_MODE="latency", BENCH_LATENCY_KEY=key)
-    worker = start_service("latency-worker", ["-m", "app.worker"], env, ctx.log_dir)
-    migrator = start_service("latency-migrator", ["-m", "app.migrator"], env, ctx.log_dir)
-    services = [worker, migrator]
+    if layout == "embedded":
+        api = start_service(
+            "latency-api", ["-m", "app", "--port", str(free_port())], env, ctx.log_dir
+        )
+        api.clean_exits = (0, -signal.SIGTERM)
+        services, workers, migrator = [api], [api], api
+    else:
+        worker = start_service("latency-worker", ["-m", "app.worker"], env, ctx.log_dir)
+        migrator = start_service("latency-migrator", ["-m", "app.migrator"], env, ctx.log_dir)
+        services, workers = [worker, migrator], [worker]
     one = ctx.producer.one
     try:
-        await _wait_ready(ctx, [worker], migrator)
+        await _wait_ready(ctx, workers, migrator)
 
         enqueue_ms: list[float] = []
 
@@ -479,7 +499,7 @@ async def latency(ctx: Ctx) -> None:
             if got is None:
                 for s in services:
                     s.check_alive()
-                raise ScenarioError(f"job {i} did not start within 10s")
+                raise ScenarioError(f"{layout}: job {i} did not start within 10s")
             start = float(got[1])
             await asyncio.sleep(0.01)  # let the worker record the outcome: idle again
             return start - t0
@@ -493,7 +513,7 @@ async def latency(ctx: Ctx) -> None:
             meter.start()
             enqueue_ms.clear()
             values = [await sample(i) * 1e3 for i in range(samples)]
-            _record_cpu(ctx, "latency", meter.stop())
+            _record_cpu(ctx, f"latency {label}", meter.stop())
             call.values.append(percentile(enqueue_ms, 50))
             in_db = await ctx.pool.fetchval(
                 "SELECT percentile_cont(0.5) WITHIN GROUP "
@@ -502,7 +522,7 @@ async def latency(ctx: Ctx) -> None:
             claim.values.append(float(in_db))
             p50.values.append(percentile(values, 50))
             p99.values.append(percentile(values, 99))
-            res.details.setdefault("latency_ms", []).append(
+            res.details.setdefault(f"latency_ms {label}", []).append(
                 {
                     "min": min(values),
                     "p50": percentile(values, 50),
