@@ -221,6 +221,9 @@ class Worker:
             )
             self.jobs_started += 1
             task.add_done_callback(functools.partial(self._finished, c.id))
+        # Yield once: each handler runs up to its first await before the job hashes are
+        # built and sent (the trace of an idle pop showed ~0.2 ms from claim to start).
+        await asyncio.sleep(0)
 
         try:
             async with redis_batch(self.redis) as pipe:
