@@ -145,45 +145,60 @@ async def enqueue_one(ctx: Ctx) -> None:
     p = ctx.producer
     ctx.results.note("enqueue-one", f"path: {p.one_label}; one producer, sequential")
     ctx.results.note("enqueue-one", f"reference path: {p.tx_one_label}")
-    paths: list[tuple[str, float | None, EnqueueOne]] = [
-        ("jobs/s", ENQUEUE_ONE_TARGET, p.one),
-        ("jobs/s (in a SQLAlchemy transaction)", None, p.tx_one),
-    ]
-    for name, target, one in paths:
-        metric = ctx.results.metric("enqueue-one", name, "jobs/s", target, ">=")
-        for run in range(ctx.opts.runs):
-            await reset_jobs(ctx.pool)
-            for job in ctx.jobs(50, start=10_000_000):  # warm the pool and statement cache
-                await one(job)
-            await reset_jobs(ctx.pool)
-            jobs = ctx.jobs(ctx.opts.jobs)
-            elapsed = await _timed(
-                ctx, "enqueue-one", [functools.partial(one, job) for job in jobs], run
-            )
-            metric.values.append(len(jobs) / elapsed)
+
+    def calls(one: EnqueueOne) -> Callable[[list[NewJob]], Calls]:
+        return lambda jobs: [functools.partial(one, job) for job in jobs]
+
+    await _enqueue_paths(
+        ctx, "enqueue-one", ENQUEUE_ONE_TARGET, [calls(p.one), calls(p.tx_one)], warm=50
+    )
 
 
 async def enqueue_bulk(ctx: Ctx) -> None:
-    n, batch = ctx.opts.jobs, ctx.opts.bulk_batch
+    batch = ctx.opts.bulk_batch
     p = ctx.producer
     ctx.results.note(
         "enqueue-bulk", f"path: {p.many_label}; {batch} jobs per statement, one producer"
     )
     ctx.results.note("enqueue-bulk", f"reference path: {p.tx_many_label}")
-    paths: list[tuple[str, float | None, EnqueueMany]] = [
-        ("jobs/s", ENQUEUE_BULK_TARGET, p.many),
-        ("jobs/s (in a SQLAlchemy transaction)", None, p.tx_many),
-    ]
-    for name, target, many in paths:
-        metric = ctx.results.metric("enqueue-bulk", name, "jobs/s", target, ">=")
+
+    def calls(many: EnqueueMany) -> Callable[[list[NewJob]], Calls]:
+        return lambda jobs: [
+            functools.partial(many, jobs[i : i + batch]) for i in range(0, len(jobs), batch)
+        ]
+
+    await _enqueue_paths(
+        ctx,
+        "enqueue-bulk",
+        ENQUEUE_BULK_TARGET,
+        [calls(p.many), calls(p.tx_many)],
+        warm=min(batch, 100),
+    )
+
+
+Calls = list[Callable[[], Awaitable[object]]]
+
+
+async def _enqueue_paths(
+    ctx: Ctx,
+    scenario: str,
+    target: float,
+    paths: list[Callable[[list[NewJob]], Calls]],
+    *,
+    warm: int,
+) -> None:
+    """The target path, then the reference path (in a SQLAlchemy transaction): N jobs
+    per run through the calls each makes, after `warm` jobs to fill pools and caches."""
+    names = [("jobs/s", target), ("jobs/s (in a SQLAlchemy transaction)", None)]
+    for (name, goal), make_calls in zip(names, paths, strict=True):
+        metric = ctx.results.metric(scenario, name, "jobs/s", goal, ">=")
         for run in range(ctx.opts.runs):
             await reset_jobs(ctx.pool)
-            await many(ctx.jobs(min(batch, 100), start=10_000_000))  # warm-up
+            for call in make_calls(ctx.jobs(warm, start=10_000_000)):
+                await call()
             await reset_jobs(ctx.pool)
-            jobs = ctx.jobs(n)
-            calls = [functools.partial(many, jobs[i : i + batch]) for i in range(0, n, batch)]
-            elapsed = await _timed(ctx, "enqueue-bulk", calls, run)
-            metric.values.append(n / elapsed)
+            elapsed = await _timed(ctx, scenario, make_calls(ctx.jobs(ctx.opts.jobs)), run)
+            metric.values.append(ctx.opts.jobs / elapsed)
 
 
 async def _timed(
