@@ -117,6 +117,7 @@ async def test_pooled_connections_carry_no_session_state(runtime: Runtime) -> No
         for conn in conns:
             assert await conn.fetchval("SHOW synchronous_commit") == "on"
             assert not conn.is_in_transaction()  # as the server's ReadyForQuery says
+            assert await conn.fetch("SELECT pg_listening_channels()") == []
     finally:
         for conn in conns:
             await rt.pool.release(conn)
