@@ -14,7 +14,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,8 +108,7 @@ class Ctx:
         then the OS's sync), so that their writeback does not slow this one's commits (it
         did: idle latency p50 1.6 ms alone, 2.3 ms right after the http scenario); then
         wait (at most `quiet_wait` s) until other processes leave the machine alone."""
-        async with self.conn() as conn:
-            await conn.execute("CHECKPOINT")
+        await self.pool.execute("CHECKPOINT")
         await asyncio.to_thread(os.sync)
         deadline = time.monotonic() + self.opts.quiet_wait
         waited = False
@@ -139,6 +138,9 @@ async def _count_jobs(ctx: Ctx) -> int:
 
 
 # --- enqueue ---------------------------------------------------------------------------
+
+
+Calls = list[Callable[[], Awaitable[object]]]
 
 
 async def enqueue_one(ctx: Ctx) -> None:
@@ -176,9 +178,6 @@ async def enqueue_bulk(ctx: Ctx) -> None:
     )
 
 
-Calls = list[Callable[[], Awaitable[object]]]
-
-
 async def _enqueue_paths(
     ctx: Ctx,
     scenario: str,
@@ -201,9 +200,7 @@ async def _enqueue_paths(
             metric.values.append(ctx.opts.jobs / elapsed)
 
 
-async def _timed(
-    ctx: Ctx, label: str, calls: Sequence[Callable[[], Awaitable[object]]], run: int
-) -> float:
+async def _timed(ctx: Ctx, label: str, calls: Calls, run: int) -> float:
     """Await the calls one after the other; seconds taken. Checks every job landed."""
     expected = ctx.opts.jobs
     meter = CpuMeter(ctx.env.db_name, [])
@@ -741,13 +738,14 @@ async def _explain_ms(
     statement: str,
     args: list[Any],
     reps: int,
-    subplans: dict[str, list[float]] | None = None,
-) -> tuple[float, str]:
-    """Median execution time of EXPLAIN ANALYZE over `reps`, each rolled back, and the
-    text plan of one more. Planning time is left out: asyncpg prepares statements, so
-    the service plans them once per connection, not per call. The time of each sub-plan
-    named in `subplans` is appended to its list."""
+    subplan: str | None = None,
+) -> tuple[float, str, float]:
+    """Median execution time of EXPLAIN ANALYZE over `reps`, each rolled back, the text
+    plan of one more, and the median time of the sub-plan named `subplan` (NaN if none).
+    Planning time is left out: asyncpg prepares statements, so the service plans them
+    once per connection, not per call."""
     times: list[float] = []
+    sub_times: list[float] = []
     for _ in range(reps):
         tr = conn.transaction()
         await tr.start()
@@ -757,17 +755,17 @@ async def _explain_ms(
             await tr.rollback()
         plan = orjson.loads(raw)[0]
         times.append(plan["Execution Time"])
-        for name, values in (subplans or {}).items():
-            sub = _subplan_ms(plan["Plan"], name)
-            if sub is not None:
-                values.append(sub)
+        sub = _subplan_ms(plan["Plan"], subplan) if subplan is not None else None
+        if sub is not None:
+            sub_times.append(sub)
     tr = conn.transaction()
     await tr.start()
     try:
         rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *args)
     finally:
         await tr.rollback()
-    return statistics.median(times), "\n".join(r[0] for r in rows)
+    sub_ms = statistics.median(sub_times) if sub_times else math.nan
+    return statistics.median(times), "\n".join(r[0] for r in rows), sub_ms
 
 
 async def _explain_worker_statements(
@@ -813,14 +811,12 @@ async def measure_hot_queries(ctx: Ctx, label: str) -> dict[str, float]:
         queues: list[str] = []
         batch = int(ctx.env.overrides.get("MIGRATOR_BATCH_SIZE", "500"))
         reps = ctx.opts.query_reps
-        due: dict[str, list[float]] = {"CTE due": []}
-        move_ms, move_plan = await _explain_ms(
-            conn, sql.MOVE_DUE_JOBS, [batch, queues], reps, subplans=due
+        move_ms, move_plan, due_ms = await _explain_ms(
+            conn, sql.MOVE_DUE_JOBS, [batch, queues], reps, subplan="CTE due"
         )
-        due_ms = statistics.median(due["CTE due"]) if due["CTE due"] else math.nan
         # ~20 µs: at that scale one EXPLAIN's timing wobbles by a quarter from run to run
         # (same plan, same 5 buffers); many more samples for a stable median.
-        next_ms, next_plan = await _explain_ms(
+        next_ms, next_plan, _ = await _explain_ms(
             conn, sql.SECONDS_UNTIL_NEXT_DUE, [queues], max(reps, NEXT_DUE_REPS)
         )
         plans = {"MOVE_DUE_JOBS": move_plan, "SECONDS_UNTIL_NEXT_DUE": next_plan}
