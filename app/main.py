@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api import dead_letter, health, job_ops, jobs, metrics, queue_health, queues
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
@@ -68,11 +69,15 @@ def create_app(
                     await group.close()
                 await services.shutdown(settings.shutdown_grace_period)
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served by this app from the assets that
+    # fastapi-offline ships (FastAPI's default pages load them from a CDN: blank offline).
+    app = FastAPIOffline(
         title="hybridq",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
     )
     app.state.settings = settings
     app.state.authenticator = authenticator
