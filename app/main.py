@@ -16,6 +16,7 @@ from app.api.creation import GroupCommit
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimits
 from app.api.schemas import restore_null_examples
+from app.dashboard import install_dashboard
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
 from app.runtime import BackgroundServices, open_runtime
@@ -99,6 +100,7 @@ def create_app(
     include(health.router, None)  # liveness and readiness stay public
     include(queue_health.router, "admin")
     include(metrics.router, None if settings.metrics_public else "admin")
+    install_dashboard(app, settings, authenticator)  # /dashboard: its own sessions
 
     def openapi() -> dict[str, Any]:
         document = FastAPI.openapi(app)  # built once, then cached
