@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     dashboard_session_ttl: int = Field(
         28_800, ge=60, description="Seconds a dashboard login lasts."
     )
+    dashboard_refresh_seconds: float = Field(
+        5.0, ge=0.5, le=3600, description="Seconds between two auto-refreshes of a live page."
+    )
 
     # Payload safety
     encryption_keys: Annotated[list[str], NoDecode] = Field(

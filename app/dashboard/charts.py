@@ -41,8 +41,10 @@ class Chart:
 
 
 def nice_ceiling(value: float, floor: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten that is >= value and >= floor."""
-    value = max(value, floor)
+    """`floor` if value is at most that, else the smallest of 1, 2, 2.5, 5 times a
+    power of ten that is >= value."""
+    if value <= floor:
+        return float(floor)
     power = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if step * power >= value * (1 - 1e-9):

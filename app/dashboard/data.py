@@ -64,8 +64,8 @@ class Overview:
     table_by_status: dict[str, int]
     table_exact: bool
     workers_live: int | None
+    queued_cap: int
     redis_error: str | None = None
-    queued_cap: int = queries.QUEUED_CAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +218,7 @@ class DashboardData:
             table_by_status=table[0],
             table_exact=table[1],
             workers_live=workers_live,
+            queued_cap=queries.QUEUED_CAP,
             redis_error=redis_error,
         )
 

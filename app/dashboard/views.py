@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from app.dashboard.data import DashboardData
 from app.dashboard.session import Sessions, Viewer
 from app.runtime import Runtime
+from app.settings import Settings
 
 NONE = "\N{EN DASH}"  # shown for an empty value
 
@@ -154,8 +155,13 @@ def render(
     status_code: int = 200,
 ) -> HTMLResponse:
     """The page, with the security headers and its server time (Server-Timing)."""
+    settings: Settings = request.app.state.settings
+    refresh = f"{settings.dashboard_refresh_seconds:g}"
     response = templates.TemplateResponse(
-        request, template, {"viewer": viewer, **context}, status_code=status_code
+        request,
+        template,
+        {"viewer": viewer, "refresh_seconds": refresh, **context},
+        status_code=status_code,
     )
     secure(response)
     started = getattr(request.state, "dashboard_started", None)
