@@ -13,8 +13,14 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from app.crypto import PayloadCipher
-from app.db.admin_store import AdminStore
-from app.db.store import JobStore, create_pool
+from app.db.actions import ActionStore
+from app.db.hot import JobStore
+from app.db.inserts import InsertStore
+from app.db.listings import ListingStore
+from app.db.pool import create_pool
+from app.db.queues import QueueStore
+from app.db.recovery import RecoveryStore
+from app.db.retention import RetentionStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.reconcile import RedisReconciler
@@ -26,6 +32,12 @@ from app.settings import Settings
 from app.worker.runner import Worker
 
 log = logging.getLogger("hybridq")
+
+# Seconds beyond SHUTDOWN_GRACE_PERIOD that a stopping process gives its tasks to hand
+# unfinished jobs back (cancel handlers, flush outcomes, release): the worker's own
+# deadlines (app.worker.runner.HANDLER_CANCEL_WAIT, RECORDER_CLOSE_TIMEOUT) fit in it.
+# docker/compose.yaml's stop_grace_period must leave room for it.
+HAND_BACK_ALLOWANCE = 15.0
 
 
 def make_redis(settings: Settings) -> aioredis.Redis:
@@ -46,9 +58,16 @@ class Runtime:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     keys: Keys
-    store: JobStore
     registry: HandlerRegistry
     cipher: PayloadCipher
+    # The SQL, one store per concern, all on `pool`.
+    store: JobStore  # the hot path: move, claim, outcomes
+    recovery: RecoveryStore
+    inserts: InsertStore
+    actions: ActionStore
+    listings: ListingStore
+    queues: QueueStore
+    retention: RetentionStore
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -61,16 +80,22 @@ class Runtime:
             **overrides,  # type: ignore[arg-type]
         )
 
-    def migrator(self) -> Migrator:
-        return Migrator(store=self.store, redis=self.redis, keys=self.keys, settings=self.settings)
+    def migrator(self, **overrides: object) -> Migrator:
+        return Migrator(
+            store=self.store,
+            redis=self.redis,
+            keys=self.keys,
+            settings=self.settings,
+            **overrides,  # type: ignore[arg-type]
+        )
 
     def maintenance(self) -> Maintenance:
         """The periodic tasks that run beside every migrator."""
         tasks: list[PeriodicTask] = [
-            LeaseRescue(self.store, self.settings),
-            RedisReconciler(self.store, self.redis, self.keys, self.settings),
+            LeaseRescue(self.recovery, self.settings),
+            RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
             Retention(
-                admin=AdminStore(self.pool),
+                store=self.retention,
                 redis=self.redis,
                 keys=self.keys,
                 settings=self.settings,
@@ -118,9 +143,15 @@ async def open_runtime(
             pool=pool,
             redis=redis,
             keys=Keys(settings.redis_prefix),
-            store=store,
             registry=registry,
             cipher=cipher,
+            store=store,
+            recovery=RecoveryStore(pool),
+            inserts=InsertStore(pool),
+            actions=ActionStore(pool),
+            listings=ListingStore(pool),
+            queues=QueueStore(pool),
+            retention=RetentionStore(pool),
         )
     finally:
         await redis.aclose()
@@ -175,8 +206,8 @@ class BackgroundServices:
         self.stop()
         if not self._tasks:
             return
-        # Workers wait `grace` for in-flight jobs, then hand back; allow a little extra.
-        _done, pending = await asyncio.wait(self._tasks, timeout=grace + 15)
+        # Workers wait `grace` for in-flight jobs, then hand back.
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace + HAND_BACK_ALLOWANCE)
         for t in pending:
             t.cancel()
         for t in self._tasks:

@@ -104,14 +104,6 @@ class Settings(BaseSettings):
         description="A job migrated this long ago and in no Redis list is queued again.",
     )
 
-    fault_injection_commit_delay: float = Field(
-        0.0,
-        ge=0,
-        le=60,
-        description="Testing only: seconds the migrator waits between its Redis push and "
-        "its commit, to widen the crash window in fault-injection tests. Keep 0.",
-    )
-
     # Access control
     auth_enabled: bool = Field(
         True, description="Require API keys (a start with no API_KEYS is refused)."
