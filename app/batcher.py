@@ -72,15 +72,15 @@ class Batcher(Generic[T, R]):
         self._after_flush = after_flush
         self._backoff = backoff or Backoff()
         self._waiting: list[_Waiting[T, R]] = []
+        self._flushing: list[_Waiting[T, R]] = []  # the batch in flight
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._in_flight = 0
 
     @property
     def pending(self) -> int:
         """Items submitted and not yet answered (including a batch in flight)."""
-        return len(self._waiting) + self._in_flight
+        return len(self._waiting) + len(self._flushing)
 
     def start(self) -> None:
         """Start the flusher task (idempotent)."""
@@ -117,9 +117,10 @@ class Batcher(Generic[T, R]):
         self._closing = True
         if self._task is not None:
             self._task.cancel()
-        for waiting in self._waiting:
+        for waiting in [*self._flushing, *self._waiting]:
             if not waiting.done.done():
                 waiting.done.set_exception(BatcherClosed(f"{self.name} was abandoned"))
+        self._flushing = []
         self._waiting.clear()
 
     async def _run(self) -> None:
@@ -130,11 +131,11 @@ class Batcher(Generic[T, R]):
                 await self._gather()
                 batch = self._waiting[: self.max_items]
                 del self._waiting[: self.max_items]
-                self._in_flight = len(batch)
+                self._flushing = batch
                 try:
                     ok = await self._flush_batch(batch)
                 finally:
-                    self._in_flight = 0
+                    self._flushing = []
                 if not ok:
                     self._waiting[:0] = batch  # tried again first, in order
                     await asyncio.sleep(self._backoff.next())

@@ -20,7 +20,7 @@ from app.db.rows import ActionRefused, ActionResult
 
 # failed -> queued with the attempts reset and errors cleared; history stays in job_logs.
 # The UPDATE of both replays, from the locked rows of `target`.
-REPLAY = """UPDATE jobs j SET
+_REPLAY = """UPDATE jobs j SET
         status = 'queued', attempt_count = 0, last_error_message = NULL, failed_at = NULL,
         run_at = now(), worker_id = NULL, lease_expires_at = NULL, updated_at = now()
     FROM target t
@@ -32,7 +32,7 @@ REPLAY_JOB = f"""
 WITH target AS (
     SELECT id, attempt_count FROM jobs WHERE id = $1 AND status = 'failed' FOR UPDATE
 ), done AS (
-    {REPLAY}
+    {_REPLAY}
 ), {LOG_ACTION}
 """
 
@@ -47,7 +47,7 @@ WITH target AS (
     LIMIT $6
     FOR UPDATE SKIP LOCKED
 ), done AS (
-    {REPLAY}
+    {_REPLAY}
 ), {LOG_ACTION}
 """
 

@@ -10,10 +10,12 @@ import asyncpg
 # A bounded batch of terminal jobs whose last change (updated_at: when they became
 # terminal) is older than the cut-off; their job_logs go with them (ON DELETE CASCADE).
 # Served by idx_jobs_status_timestamps (status, updated_at, queue_name).
+# Only terminal jobs, whatever statuses the caller names: a live job is never deleted.
 DELETE_OLD_JOBS = """
 DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs
     WHERE status = ANY($1::text[])
+      AND status IN ('completed', 'cancelled', 'failed', 'discarded')
       AND updated_at < now() - make_interval(secs => $2::float8)
     LIMIT $3
     FOR UPDATE SKIP LOCKED

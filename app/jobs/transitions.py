@@ -92,6 +92,13 @@ TRANSITIONS: Final = (
 )
 
 
+# Statements that write `jobs` without changing a status (the test checks they do not).
+STATUS_PRESERVING: Final = {
+    "hot:RENEW_LEASES": "extends the leases a worker still holds",
+    "inserts:RELEASE_EXPIRED_KEYS": "unbinds idempotency keys past their window",
+}
+
+
 def transitions_of(statement: str) -> list[Transition]:
     return [t for t in TRANSITIONS if t.statement == statement]
 

@@ -241,7 +241,7 @@ class JobBatchIn(BaseModel):
         },
     )
 
-    # Items are validated one by one (app.api.validation) so that every bad item is
+    # Items are validated one by one (app.jobs.validation) so that every bad item is
     # reported with its index; the schema below documents their shape.
     jobs: list[dict[str, Any]] = Field(
         min_length=1,
