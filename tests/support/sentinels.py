@@ -68,7 +68,7 @@ class SentinelGroup:
                 continue
             finally:
                 client.close()
-            if address:
+            if isinstance(address, tuple):
                 return int(address[1])
         return None
 
