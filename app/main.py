@@ -10,16 +10,19 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app.api import dead_letter, health, job_ops, jobs, metrics, queue_health, queues
+from app.api import jobs, metrics
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
-from app.api.creation import GroupCommit
+from app.api.dead_letters import routes as dead_letters
 from app.api.errors import install_error_handlers
+from app.api.health import routes as health
+from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
 from app.api.limits import RequestLimits
-from app.api.schemas import restore_null_examples
+from app.api.openapi import restore_null_examples
+from app.api.queues import routes as queues
 from app.dashboard import install_dashboard
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
-from app.runtime import BackgroundServices, open_runtime
+from app.runtime import BackgroundServices, Runtime, open_runtime
 from app.settings import Settings
 
 log = logging.getLogger("hybridq.api")
@@ -50,8 +53,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, registry) as runtime:
-            app.state.runtime = runtime
+        async with open_runtime(settings, registry) as runtime, serving(app, runtime):
             migrator = runtime.migrator() if settings.embed_migrator else None
             worker = None
             if settings.embed_worker:
@@ -65,9 +67,6 @@ def create_app(
             try:
                 yield
             finally:
-                group: GroupCommit | None = getattr(app.state, "group_commit", None)
-                if group is not None:
-                    await group.close()
                 await services.shutdown(settings.shutdown_grace_period)
 
     # /docs and /redoc with Swagger UI and ReDoc served by this app from the assets that
@@ -93,12 +92,11 @@ def create_app(
         else:
             app.include_router(router, dependencies=[require(scope)], responses=AUTH_RESPONSES)
 
-    include(jobs.router, "producer")
-    include(job_ops.router, "producer")  # cancel also needs admin (on the route)
-    include(dead_letter.router, "admin")
+    include(jobs.router, "producer")  # cancel also needs admin (on the route)
+    include(dead_letters.router, "admin")
     include(queues.router, "admin")
     include(health.router, None)  # liveness and readiness stay public
-    include(queue_health.router, "admin")
+    include(health.admin_router, "admin")
     include(metrics.router, None if settings.metrics_public else "admin")
     install_dashboard(app, settings, authenticator)  # /dashboard: its own sessions
 
@@ -109,6 +107,20 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+@asynccontextmanager
+async def serving(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+    """Attach a runtime to the app for requests, with what the routes share (the group
+    commit of POST /jobs); on exit, answer what the group commit holds and detach."""
+    group = group_commit(runtime)
+    group.start()
+    app.state.runtime = runtime
+    app.state.group_commit = group
+    try:
+        yield
+    finally:
+        await group.close(GROUP_COMMIT_CLOSE_TIMEOUT)
 
 
 def build_authenticator(settings: Settings) -> Authenticator:

@@ -23,25 +23,21 @@ import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.api.errors import InputErrors
-from app.api.ops_schemas import BatchJob
-from app.api.validation import (
-    key_conflict_error,
-    seal,
-    to_insert,
-    unknown_queue_error,
-    validate_job,
-)
 from app.crypto import PayloadCipher
-from app.db.admin_store import AdminStore, InsertResult, JobToInsert, insert_jobs
-from app.db.store import create_pool
+from app.db.inserts import InsertStore, insert_jobs
+from app.db.pool import create_pool
+from app.jobs.errors import InputErrors
+from app.jobs.model import BatchJob, InsertResult, JobToInsert
+from app.jobs.validation import prepare_jobs, raise_for_refused
 from app.registry import default_registry
 from app.settings import Settings
+
+if TYPE_CHECKING:  # SQLAlchemy is loaded only by callers that pass its objects
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 # The service's defaults (MAX_PAYLOAD_BYTES, IDEMPOTENCY_KEY_TTL); pass your own to match
 # a deployment that changed them.
@@ -108,10 +104,7 @@ async def enqueue_many(
     validated, rows = _prepare(jobs, max_payload_bytes, cipher)
     if not rows:
         return []
-    if isinstance(conn_or_session, AsyncSession):
-        conn = await conn_or_session.connection()
-    else:
-        conn = conn_or_session
+    conn = await _connection(conn_or_session)
     # Several jobs: a savepoint on the connection itself (a session's begin_nested() would
     # not emit one for statements run on its connection directly), so that a rejected
     # call leaves nothing behind. One job is inserted whole or not at all: no savepoint,
@@ -155,7 +148,7 @@ class JobClient:
         cipher: PayloadCipher | None = None,
         owns_pool: bool = False,
     ) -> None:
-        self._admin = AdminStore(pool)
+        self._inserts = InsertStore(pool)
         self._max_payload_bytes = max_payload_bytes
         self._key_ttl = idempotency_key_ttl
         self._cipher = cipher
@@ -184,7 +177,7 @@ class JobClient:
 
     async def close(self) -> None:
         if self._owns_pool:
-            await self._admin.pool.close()
+            await self._inserts.pool.close()
 
     async def __aenter__(self) -> JobClient:
         return self
@@ -214,7 +207,7 @@ class JobClient:
         validated, rows = _prepare(jobs, self._max_payload_bytes, self._cipher)
         if not rows:
             return []
-        results = await self._admin.insert_jobs(rows, key_ttl=self._key_ttl)
+        results = await self._inserts.insert_jobs(rows, key_ttl=self._key_ttl)
         return _ids_or_raise(validated, results)
 
 
@@ -242,46 +235,33 @@ def _prepare(
 ) -> tuple[list[BatchJob], list[JobToInsert]]:
     """Validate, check against the payload models and encrypt: the rows to insert, or
     JobRejected naming every bad job."""
-    validated: list[BatchJob] = []
-    errors: list[dict[str, Any]] = []
-    too_large_only = True
-    for index, item in enumerate(jobs):
-        try:
-            validated.append(
-                validate_job(
-                    item, max_payload_bytes=max_payload_bytes, model=BatchJob, loc=("jobs", index)
-                )
-            )
-        except InputErrors as exc:
-            errors.extend(exc.errors)
-            too_large_only &= exc.status_code == 413
-    if errors:
-        raise InputErrors(413 if too_large_only else 422, errors)
-    cipher = cipher or _environment_cipher()
-    rows = []
-    for index, job in enumerate(validated):
-        try:
-            sealed = seal(job, default_registry, cipher, ("jobs", index))
-            rows.append(to_insert(job, job.idempotency_key, sealed))
-        except InputErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise InputErrors(422, errors)
-    return validated, rows
+    return prepare_jobs(
+        jobs,
+        model=BatchJob,
+        max_payload_bytes=max_payload_bytes,
+        registry=default_registry,
+        cipher=cipher or _environment_cipher(),
+        loc=("jobs",),
+    )
 
 
 def _ids_or_raise(
     validated: Sequence[BatchJob], results: Sequence[InsertResult]
 ) -> list[uuid.UUID]:
     """The ids, or JobRejected for unknown queues (422) and reused keys (409)."""
-    errors: list[dict[str, Any]] = []
-    conflicts = 0
-    for index, (job, result) in enumerate(zip(validated, results, strict=True)):
-        if result.outcome == "unknown_queue":
-            errors.append(unknown_queue_error(job.queue_name, ("jobs", index)))
-        elif result.outcome == "key_conflict":
-            conflicts += 1
-            errors.append(key_conflict_error(("jobs", index), "idempotency_key"))
-    if errors:
-        raise InputErrors(409 if conflicts == len(errors) else 422, errors)
+    raise_for_refused(
+        validated,
+        results,
+        locs=[("jobs", i) for i in range(len(validated))],
+        key_fields=["idempotency_key"] * len(validated),
+    )
     return [r.job.id for r in results if r.job is not None]
+
+
+async def _connection(conn_or_session: AsyncSession | AsyncConnection) -> AsyncConnection:
+    """The AsyncConnection of a session (imported here: the caller has SQLAlchemy loaded)."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    if isinstance(conn_or_session, AsyncSession):
+        return await conn_or_session.connection()
+    return conn_or_session

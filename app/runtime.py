@@ -8,13 +8,22 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 
 from app.crypto import PayloadCipher
-from app.db.admin_store import AdminStore
-from app.db.store import JobStore, create_pool
+from app.db.actions import ActionStore
+from app.db.hot import JobStore
+from app.db.inserts import InsertStore
+from app.db.listings import ListingStore
+from app.db.pool import create_pool
+from app.db.queues import QueueStore
+from app.db.recovery import RecoveryStore
+from app.db.retention import RetentionStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.reconcile import RedisReconciler
@@ -27,17 +36,47 @@ from app.worker.runner import Worker
 
 log = logging.getLogger("hybridq")
 
+# Seconds beyond SHUTDOWN_GRACE_PERIOD that a stopping process gives its tasks to hand
+# unfinished jobs back (cancel handlers, flush outcomes, release): the worker's own
+# deadlines (app.worker.runner.HANDLER_CANCEL_WAIT, RECORDER_CLOSE_TIMEOUT) fit in it.
+# docker/compose.yaml's stop_grace_period must leave room for it.
+HAND_BACK_ALLOWANCE = 15.0
+
 
 def make_redis(settings: Settings) -> aioredis.Redis:
     """One client (with its pool) per process. Blocking pops need a longer socket timeout
-    than ordinary calls, so the socket timeout leaves room for the fetch timeout."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout + settings.worker_fetch_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-        max_connections=max(16, settings.db_pool_max_size * 2),
+    than ordinary calls, so the socket timeout leaves room for the fetch timeout.
+
+    With REDIS_SENTINELS the client asks the Sentinels for the primary at every new
+    connection, and a connection to a demoted primary (READONLY) is dropped and made
+    again to the new one, so a failover needs no restart; in-flight calls fail with a
+    ConnectionError that every loop already retries."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout + settings.worker_fetch_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "health_check_interval": 30,
+        "max_connections": max(16, settings.db_pool_max_size * 2),
+    }
+    if not settings.redis_sentinels:
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+    url = urlsplit(settings.redis_url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses,
+        sentinel_kwargs={
+            "password": settings.redis_sentinel_password or None,
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+        },
     )
+    master: aioredis.Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        db=int(url.path.lstrip("/") or 0),
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
+        ssl=url.scheme == "rediss",
+        **options,
+    )
+    return master
 
 
 @dataclass(slots=True)
@@ -46,9 +85,16 @@ class Runtime:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     keys: Keys
-    store: JobStore
     registry: HandlerRegistry
     cipher: PayloadCipher
+    # The SQL, one store per concern, all on `pool`.
+    store: JobStore  # the hot path: move, claim, outcomes
+    recovery: RecoveryStore
+    inserts: InsertStore
+    actions: ActionStore
+    listings: ListingStore
+    queues: QueueStore
+    retention: RetentionStore
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -61,16 +107,22 @@ class Runtime:
             **overrides,  # type: ignore[arg-type]
         )
 
-    def migrator(self) -> Migrator:
-        return Migrator(store=self.store, redis=self.redis, keys=self.keys, settings=self.settings)
+    def migrator(self, **overrides: object) -> Migrator:
+        return Migrator(
+            store=self.store,
+            redis=self.redis,
+            keys=self.keys,
+            settings=self.settings,
+            **overrides,  # type: ignore[arg-type]
+        )
 
     def maintenance(self) -> Maintenance:
         """The periodic tasks that run beside every migrator."""
         tasks: list[PeriodicTask] = [
-            LeaseRescue(self.store, self.settings),
-            RedisReconciler(self.store, self.redis, self.keys, self.settings),
+            LeaseRescue(self.recovery, self.settings),
+            RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
             Retention(
-                admin=AdminStore(self.pool),
+                store=self.retention,
                 redis=self.redis,
                 keys=self.keys,
                 settings=self.settings,
@@ -118,9 +170,15 @@ async def open_runtime(
             pool=pool,
             redis=redis,
             keys=Keys(settings.redis_prefix),
-            store=store,
             registry=registry,
             cipher=cipher,
+            store=store,
+            recovery=RecoveryStore(pool),
+            inserts=InsertStore(pool),
+            actions=ActionStore(pool),
+            listings=ListingStore(pool),
+            queues=QueueStore(pool),
+            retention=RetentionStore(pool),
         )
     finally:
         await redis.aclose()
@@ -175,8 +233,8 @@ class BackgroundServices:
         self.stop()
         if not self._tasks:
             return
-        # Workers wait `grace` for in-flight jobs, then hand back; allow a little extra.
-        _done, pending = await asyncio.wait(self._tasks, timeout=grace + 15)
+        # Workers wait `grace` for in-flight jobs, then hand back.
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace + HAND_BACK_ALLOWANCE)
         for t in pending:
             t.cancel()
         for t in self._tasks:

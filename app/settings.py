@@ -29,6 +29,18 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN (postgresql://user:password@host:port/database).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL, with DB number.")
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host:port of Redis Sentinels; when set, the primary "
+        "is found through them (and followed across a failover) instead of REDIS_URL's "
+        "host, whose database number, user and password still apply.",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster", min_length=1, description="The name the Sentinels monitor the primary by."
+    )
+    redis_sentinel_password: str = Field(
+        "", description="Password of the Sentinels themselves (not of the primary); empty: none."
+    )
     redis_prefix: str = Field(
         "hq:", description="Prefix of every Redis key, so tenants and test runs can share a server."
     )
@@ -102,14 +114,6 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description="A job migrated this long ago and in no Redis list is queued again.",
-    )
-
-    fault_injection_commit_delay: float = Field(
-        0.0,
-        ge=0,
-        le=60,
-        description="Testing only: seconds the migrator waits between its Redis push and "
-        "its commit, to widen the crash window in fault-injection tests. Keep 0.",
     )
 
     # Access control
@@ -199,7 +203,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "handler_modules", "worker_queues", "api_keys", "encryption_keys", mode="before"
+        "handler_modules",
+        "worker_queues",
+        "api_keys",
+        "encryption_keys",
+        "redis_sentinels",
+        mode="before",
     )
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -218,6 +227,19 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port")
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(e.rpartition(":")[0], int(e.rpartition(":")[2])) for e in self.redis_sentinels]
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.db.store import NewJob
+from app.db.rows import NewJob
 from app.producer import JobClient, enqueue, enqueue_many
 from app.settings import Settings
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.db.store import create_pool
+from app.db.pool import create_pool
 from app.settings import Settings
 from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
 from bench.producer import open_producer

@@ -25,8 +25,8 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from app.db import store as sql
-from app.db.store import JobStore, NewJob
+from app.db import hot as sql
+from app.db.rows import NewJob
 from bench.env import (
     BENCH_KEY,
     PENDING,
@@ -89,10 +89,6 @@ class Ctx:
     results: Results
     log_dir: Path
     producer: Producer = field(init=False)
-    store: JobStore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.store = JobStore(self.pool)
 
     @contextlib.asynccontextmanager
     async def conn(self) -> AsyncIterator[asyncpg.Connection]:

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.db.setup import upgrade
-from app.main import create_app
+from app.main import create_app, serving
 from app.registry import HandlerRegistry
 from app.runtime import Runtime, open_runtime
 from app.settings import Settings
@@ -130,7 +130,9 @@ async def client(runtime: Runtime, settings: Settings) -> AsyncIterator[httpx.As
     """The HTTP API on this test's runtime, without its lifespan: no migrator or worker
     runs unless the test starts one."""
     app = create_app(settings, runtime.registry)
-    app.state.runtime = runtime
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://hybridq.test") as c:
+    async with (
+        serving(app, runtime),
+        httpx.AsyncClient(transport=transport, base_url="http://hybridq.test") as c,
+    ):
         yield c

@@ -9,10 +9,11 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict
 
-from app.api.ops_schemas import REASON_MAX, ActionOut
-from app.db.admin_store import ActionRefused, ActionResult, AdminStore
+from app.db.rows import ActionRefused, ActionResult
 from app.job_state import JobStateCache
+from app.jobs.model import REASON_MAX, JobStatus
 from app.logs import bound_job
 from app.metrics import MetricsWriter
 from app.redis_batch import redis_batch
@@ -40,16 +41,38 @@ _ALLOWED = {
 }
 
 
+class ActionOut(BaseModel):
+    """The job after an operator's action."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "0b9d6f7e-3f7c-4a36-9a51-2f7f1b0e9c11",
+                    "queue_name": "email-sending",
+                    "status": "queued",
+                    "attempt_count": 0,
+                }
+            ]
+        }
+    )
+
+    job_id: uuid.UUID
+    queue_name: str
+    status: JobStatus
+    attempt_count: int
+
+
 async def apply_action(
     rt: Runtime,
-    admin: AdminStore,
     action: Action,
     job_id: uuid.UUID,
     *,
     reason: str | None,
     actor: str,
 ) -> ActionOut:
-    method = {"replay": admin.replay, "discard": admin.discard, "cancel": admin.cancel}[action]
+    store = rt.actions
+    method = {"replay": store.replay, "discard": store.discard, "cancel": store.cancel}[action]
     result = await method(job_id, reason=reason or _DEFAULT_REASON[action], actor=actor)
     if isinstance(result, ActionRefused):
         if result.status is None:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.schemas import MessageOut, documented
+from app.api.common import MessageOut, documented
 
 log = logging.getLogger("hybridq.auth")
 

@@ -9,8 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.api.creation import GroupCommit
-from app.db.admin_store import AdminStore
+from app.api.jobs.creation import GroupCommit
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -28,31 +27,18 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-async def get_admin_store(request: Request) -> AdminStore:
-    runtime: Runtime = request.app.state.runtime
-    return AdminStore(runtime.pool)
-
-
 async def get_actor(request: Request) -> str:
     actor: str = getattr(request.state, "actor", None) or DEFAULT_ACTOR
     return actor
 
 
-AdminDep = Annotated[AdminStore, Depends(get_admin_store)]
-ActorDep = Annotated[str, Depends(get_actor)]
-
-
 async def get_group_commit(request: Request) -> GroupCommit:
-    """The app's group commit, made on first use on the app's runtime."""
-    group: GroupCommit | None = getattr(request.app.state, "group_commit", None)
-    if group is None:
-        runtime: Runtime = request.app.state.runtime
-        group = request.app.state.group_commit = GroupCommit(AdminStore(runtime.pool), runtime)
+    """The app's group commit, built and closed by the lifespan (app.main)."""
+    group: GroupCommit = request.app.state.group_commit
     return group
 
 
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ActorDep = Annotated[str, Depends(get_actor)]
 GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]

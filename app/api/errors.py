@@ -1,54 +1,20 @@
-"""Errors as JSON: 4xx bodies say which field is wrong and why; outages are a 503."""
+"""Errors as JSON: 4xx bodies say which field is wrong and why (app.jobs.errors); outages
+are a 503."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.api.schemas import UNAVAILABLE_DETAIL
+from app.api.common import UNAVAILABLE_DETAIL
+from app.jobs.errors import FieldError, InputErrors
 
 log = logging.getLogger("hybridq.api")
-
-
-class FieldError(Exception):
-    """A request field is wrong: answered with FastAPI's validation-error shape.
-
-    `location` is where the field is: "body" (default), "query", "header" or "path".
-    """
-
-    def __init__(
-        self, status_code: int, field: str, msg: str, type_: str, *, location: str = "body"
-    ) -> None:
-        super().__init__(msg)
-        self.status_code = status_code
-        self.field = field
-        self.msg = msg
-        self.type = type_
-        self.location = location
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "detail": [{"loc": [self.location, self.field], "msg": self.msg, "type": self.type}]
-        }
-
-
-class InputErrors(ValueError):
-    """Several input problems at once (e.g. the bad items of a batch), each with its own
-    `loc`, answered in the same shape as FieldError."""
-
-    def __init__(self, status_code: int, errors: list[dict[str, Any]]) -> None:
-        super().__init__(f"{len(errors)} input errors")
-        self.status_code = status_code
-        self.errors = errors
-
-    def body(self) -> dict[str, Any]:
-        return {"detail": self.errors}
 
 
 UNAVAILABLE = (

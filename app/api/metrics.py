@@ -21,9 +21,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from app.api.deps import AdminDep, RuntimeDep
-from app.api.schemas import UNAVAILABLE_EXAMPLES, MessageOut, documented
-from app.db.admin_store import JobCounts
+from app.api.common import UNAVAILABLE_EXAMPLES, MessageOut, documented
+from app.api.deps import RuntimeDep
+from app.db.rows import JobCounts
 from app.metrics import COUNTERS, HISTOGRAMS, StoredMetrics, read_stored_metrics
 from app.observe import LiveWorkers, live_workers, redis_depths
 
@@ -124,10 +124,10 @@ class SnapshotCollector(Collector):
         503: documented(MessageOut, "PostgreSQL or Redis is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
-async def metrics(rt: RuntimeDep, admin: AdminDep) -> Response:
+async def metrics(rt: RuntimeDep) -> Response:
     stored = await read_stored_metrics(rt.redis, rt.keys)
-    counts = await admin.count_jobs(timeout=rt.settings.stats_timeout)
-    queues = [q.name for q in await admin.list_queues(after=None, limit=10_000)]
+    counts = await rt.listings.count_jobs(timeout=rt.settings.stats_timeout)
+    queues = [q.name for q in await rt.queues.list_queues(after=None, limit=10_000)]
     depths = await redis_depths(rt.redis, rt.keys, queues)
     workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
     registry = CollectorRegistry(auto_describe=False)

@@ -13,7 +13,7 @@ import orjson
 from fastapi import Query
 from pydantic import BaseModel, Field
 
-from app.api.errors import FieldError
+from app.jobs.errors import FieldError
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 500

@@ -19,14 +19,13 @@ import orjson
 from fastapi import HTTPException
 
 from app.api.actions import apply_action
-from app.api.dead_letter import replay_dead_letters
-from app.api.ops_schemas import BulkReplayIn
+from app.api.dead_letters.routes import replay_dead_letters
+from app.api.dead_letters.schemas import BulkReplayIn
 from app.api.pagination import decode_time_id_cursor, page_of, time_id_cursor
 from app.crypto import MARKER
 from app.dashboard import queries
 from app.dashboard.history import WINDOWS, Bucket, Window, read_history
-from app.db.admin_store import AdminStore, JobLogRow, QueueRow
-from app.db.store import JobRow
+from app.db.rows import JobLogRow, JobRow, QueueRow
 from app.keys import PRIORITY_LEVELS
 from app.observe import redis_depths
 from app.runtime import Runtime
@@ -153,12 +152,11 @@ def _error(exc: Exception) -> str:
 class DashboardData:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.admin = AdminStore(rt.pool)
 
     # --- overview -------------------------------------------------------------------
 
     async def queue_rows(self) -> list[QueueRow]:
-        return await self.admin.list_queues(after=None, limit=QUEUES_MAX)
+        return await self.rt.queues.list_queues(after=None, limit=QUEUES_MAX)
 
     async def overview(self) -> Overview:
         rows = await self.queue_rows()
@@ -166,7 +164,7 @@ class DashboardData:
         pool = self.rt.pool
         queued = await queries.queued_per_queue(pool, names)
         per_status = {s: await queries.status_by_queue(pool, s) for s in LIVE_STATUSES}
-        ages = await self.admin.oldest_due_ages(names)
+        ages = await self.rt.listings.oldest_due_ages(names)
         table = await self._table_by_status()
         redis_error = None
         depths: dict[str, dict[str, int]] = {}
@@ -227,7 +225,7 @@ class DashboardData:
         planner's estimates (as of the last ANALYZE)."""
         if await queries.table_rows_estimate(self.rt.pool) >= queries.EXACT_TOTALS_BELOW:
             return await queries.estimate_by_status(self.rt.pool), False
-        counts = await self.admin.count_jobs(timeout=0.1)
+        counts = await self.rt.listings.count_jobs(timeout=0.1)
         return counts.by_status, counts.exact
 
     # --- charts ---------------------------------------------------------------------
@@ -246,7 +244,7 @@ class DashboardData:
         created_to: datetime | None,
         cursor: str | None,
     ) -> tuple[list[JobRow], str | None]:
-        rows = await self.admin.list_jobs(
+        rows = await self.rt.listings.list_jobs(
             queue_name=queue_name,
             status=status,
             created_from=created_from,
@@ -270,7 +268,7 @@ class DashboardData:
         job = await self.rt.store.get_job(job_id)
         if job is None:
             return None
-        logs = await self.admin.list_job_logs(job_id, after=None, limit=LOGS_MAX + 1) or []
+        logs = await self.rt.listings.list_job_logs(job_id, after=None, limit=LOGS_MAX + 1) or []
         try:
             raw = await self.rt.redis.hgetall(self.rt.keys.job(str(job_id)))
             state = {_text(k): _text(v) for k, v in raw.items()}
@@ -290,7 +288,7 @@ class DashboardData:
     async def dead_letters(
         self, *, queue_name: str | None, cursor: str | None
     ) -> tuple[list[JobRow], str | None]:
-        rows = await self.admin.list_dead_letters(
+        rows = await self.rt.listings.list_dead_letters(
             queue_name=queue_name,
             failed_since=None,
             after=self._cursor(cursor),
@@ -354,20 +352,20 @@ class DashboardData:
             "cancel": "cancelled from the dashboard",
         }[action]
         try:
-            await apply_action(self.rt, self.admin, action, job_id, reason=reason, actor=actor)
+            await apply_action(self.rt, action, job_id, reason=reason, actor=actor)
         except HTTPException as exc:  # 404 or 409, with the API's own message
             return Outcome(False, exc.status_code, str(exc.detail))
         return Outcome(True)
 
     async def replay_all(self, queue_name: str, actor: str) -> int:
         body = BulkReplayIn(queue_name=queue_name, reason="replayed from the dashboard (all)")
-        result = await replay_dead_letters(body, self.rt, self.admin, actor)
+        result = await replay_dead_letters(body, self.rt, actor)
         return result.replayed
 
     async def update_queue(
         self, name: str, *, is_active: bool | None = None, default_priority: int | None = None
     ) -> QueueRow | None:
-        return await self.admin.update_queue(name, default_priority, is_active)
+        return await self.rt.queues.update_queue(name, default_priority, is_active)
 
 
 def _beat_info(beat: bytes | str | None) -> dict[str, Any]:

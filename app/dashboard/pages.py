@@ -16,7 +16,7 @@ from app.dashboard.data import BadInput
 from app.dashboard.history import WINDOWS
 from app.dashboard.queries import DEAD_LETTERS_CAP
 from app.dashboard.views import DashboardError, DataDep, ViewerDep, render
-from app.db.models import JOB_STATUSES
+from app.jobs.transitions import JOB_STATUSES
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 

@@ -3,7 +3,7 @@
 No statement here counts a whole table. Each count reads an index range and stops after
 a cap, so a page costs the same with a thousand jobs or ten million; a figure that hit
 its cap is shown as "cap+". The statements the API already has (listings, actions,
-queue settings) are reused from app.db.admin_store through app.dashboard.data.
+queue settings) are reused from the stores of app.db through app.dashboard.data.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Final
 
 import asyncpg
 
-from app.db.admin_store import ESTIMATE_JOBS_BY_STATUS
+from app.db.listings import ESTIMATE_JOBS_BY_STATUS
 
 # A queue's backlog is counted exactly up to this many jobs; above it, "10,000+".
 QUEUED_CAP: Final = 10_000

@@ -1,7 +1,8 @@
 """SQLAlchemy models: the schema's single definition in Python.
 
 Alembic migrations must produce exactly this metadata (a test compares them). The hot
-paths do not go through the ORM: see `app.db.store` for the named SQL statements.
+paths do not go through the ORM: see the stores under `app.db` for the named SQL
+statements, and `app.jobs.transitions` for the statuses they move jobs between.
 """
 
 from __future__ import annotations
@@ -26,18 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES: Final = (
-    "queued",
-    "migrated_to_redis",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-    "discarded",
-)
-# `failed` is the dead-letter state; an operator may replay it (-> queued) or discard it
-# (-> `discarded`, kept for the record until retention deletes it).
-TERMINAL_STATUSES: Final = ("completed", "failed", "cancelled", "discarded")
+from app.jobs.transitions import JOB_STATUSES
 
 # The seed's queues, created by the first migration.
 SEED_QUEUES: Final = (

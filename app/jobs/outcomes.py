@@ -1,12 +1,12 @@
 """What a handler may report besides returning (success) and raising (a failed attempt).
 
-    from app.jobs.outcomes import PermanentFailure, Snooze
+from app.jobs.outcomes import PermanentFailure, Snooze
 
-    async def deliver(job: Job) -> None:
-        if response.status_code == 410:
-            raise PermanentFailure("endpoint gone (410)")   # failed now, no more attempts
-        if response.status_code == 429:
-            raise Snooze(60, "rate limited")                # again in 60 s, attempt not spent
+async def deliver(job: Job) -> None:
+    if response.status_code == 410:
+        raise PermanentFailure("endpoint gone (410)")   # failed now, no more attempts
+    if response.status_code == 429:
+        raise Snooze(60, "rate limited")                # again in 60 s, attempt not spent
 """
 
 from __future__ import annotations

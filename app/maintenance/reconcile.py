@@ -16,7 +16,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from app.db.store import JobStore
+from app.db.recovery import RecoveryStore
 from app.keys import Keys
 from app.settings import Settings
 
@@ -29,7 +29,7 @@ class RedisReconciler:
     name = "redis-reconcile"
 
     def __init__(
-        self, store: JobStore, redis: aioredis.Redis, keys: Keys, settings: Settings
+        self, store: RecoveryStore, redis: aioredis.Redis, keys: Keys, settings: Settings
     ) -> None:
         self.store = store
         self.redis = redis

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from app.backoff import retry_delay
-from app.db.store import JobStore
+from app.db.recovery import RecoveryStore
 from app.settings import Settings
 
 log = logging.getLogger("hybridq.maintenance")
@@ -21,7 +21,7 @@ MAX_ATTEMPTS = 100  # the API's bound on max_attempts
 class LeaseRescue:
     name = "lease-rescue"
 
-    def __init__(self, store: JobStore, settings: Settings) -> None:
+    def __init__(self, store: RecoveryStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
         self.interval = settings.maintenance_interval

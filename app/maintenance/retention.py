@@ -14,7 +14,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from app.db.admin_store import AdminStore
+from app.db.retention import RetentionStore
 from app.keys import Keys
 from app.settings import Settings
 
@@ -31,9 +31,9 @@ class Retention:
     name = "retention"
 
     def __init__(
-        self, *, admin: AdminStore, redis: aioredis.Redis, keys: Keys, settings: Settings
+        self, *, store: RetentionStore, redis: aioredis.Redis, keys: Keys, settings: Settings
     ) -> None:
-        self.admin = admin
+        self.store = store
         self.redis = redis
         self.keys = keys
         self.settings = settings
@@ -52,7 +52,7 @@ class Retention:
         deleted = 0
         for statuses, age in self.rules:
             for _ in range(MAX_BATCHES_PER_PASS):
-                n = await self.admin.delete_old_jobs(statuses, age, batch)
+                n = await self.store.delete_old_jobs(statuses, age, batch)
                 deleted += n
                 if n < batch:
                     break

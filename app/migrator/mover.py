@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import redis.asyncio as aioredis
 
-from app.db.store import JobStore, MovedJob
+from app.db.hot import JobStore
+from app.db.rows import MovedJob
 from app.job_state import JobStateCache
 from app.keys import Keys
 from app.loops import Backoff, wait_any
@@ -42,6 +43,8 @@ FULL_QUEUE_RECHECK = 0.05
 # pushed since (workers only lower it). It asks Redis again when an estimate reaches the
 # bound, and at least this often, for the pushes of other migrators.
 DEPTH_RECHECK = 1.0
+# Seconds to wait for the LISTEN connection to close politely before dropping it.
+LISTENER_CLOSE_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -59,12 +62,16 @@ class Migrator:
         keys: Keys,
         settings: Settings,
         dsn: str | None = None,
+        commit_delay: float = 0.0,
     ) -> None:
+        """`commit_delay` is a test hook: seconds to wait between the Redis push and the
+        commit, to widen the crash window in fault-injection tests. Production: 0."""
         self.store = store
         self.redis = redis
         self.keys = keys
         self.settings = settings
         self.dsn = dsn or settings.database_url
+        self.commit_delay = commit_delay
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self._stop = asyncio.Event()
@@ -110,8 +117,8 @@ class Migrator:
             jobs = await self.store.move_due_jobs(conn, self.settings.migrator_batch_size, full)
             if jobs:
                 await self._push(jobs)
-                if self.settings.fault_injection_commit_delay:
-                    await asyncio.sleep(self.settings.fault_injection_commit_delay)
+                if self.commit_delay:
+                    await asyncio.sleep(self.commit_delay)
         # Committed: workers waiting on these rows can claim them now. The job hashes and
         # metrics are a cache, written after the commit so as not to hold the rows.
         if jobs:
@@ -200,4 +207,4 @@ class Migrator:
         conn, self._listener = self._listener, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+                await conn.close(timeout=LISTENER_CLOSE_TIMEOUT)

@@ -27,7 +27,8 @@ import redis.asyncio as aioredis
 
 from app.backoff import retry_delay
 from app.crypto import PayloadCipher
-from app.db.store import Claim, Failure, JobStore, Success
+from app.db.hot import JobStore
+from app.db.rows import Claim, Failure, Success
 from app.job_state import JobStateCache
 from app.keys import Keys
 from app.logs import bound_job, set_job_context
@@ -39,6 +40,10 @@ from app.settings import Settings
 from app.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger("hybridq.worker")
+
+# Seconds a stopping worker waits for handlers it cancelled (past the grace period) to
+# end; a handler that swallows the cancellation is not waited for longer.
+HANDLER_CANCEL_WAIT = 5.0
 
 
 def make_worker_id() -> str:
@@ -97,9 +102,6 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
         self._slot_free = asyncio.Event()
-        # Ends the heartbeat loop. Cancelling it alone is not enough: on Python 3.11,
-        # asyncio.wait_for (used inside redis-py) can swallow a cancellation that lands
-        # as the call completes, and the loop would then beat forever.
         self.jobs_started = 0
 
     # --- control ------------------------------------------------------------------
@@ -130,8 +132,9 @@ class Worker:
         finally:
             await self._shutdown()
             self._threads.shutdown(wait=False, cancel_futures=True)
-            # Stop by event, not by cancel: a client library may swallow a cancellation
-            # in the middle of a call and leave the task asleep.
+            # Stop by event, not by cancel: on Python 3.11, asyncio.wait_for (used inside
+            # redis-py) can swallow a cancellation that lands as the call completes, and
+            # the loop would then beat forever.
             heartbeat_stop.set()
             await heartbeat
             with contextlib.suppress(Exception):
@@ -383,8 +386,7 @@ class Worker:
         for f in unfinished:
             f.task.cancel()
         if unfinished:
-            # A handler that swallows the cancellation is not waited for long.
-            await asyncio.wait([f.task for f in unfinished], timeout=5)
+            await asyncio.wait([f.task for f in unfinished], timeout=HANDLER_CANCEL_WAIT)
         await self.recorder.close()
         if unfinished:
             try:

@@ -116,7 +116,7 @@ async def test_kill_9_the_migrator_in_the_middle_of_a_batch(cluster: Cluster) ->
     try:
         # The migrator pushes a batch, then waits before its commit: the crash window.
         # Workers start after the crash, so the pushed copies are still in Redis to see.
-        cluster.start_migrator(FAULT_INJECTION_COMMIT_DELAY="30")
+        cluster.start("migrator", "-m", "tests.support.fault_migrator", "--commit-delay", "30")
 
         async def pushed_not_committed() -> bool:
             depth = await cluster.redis_depth(client)

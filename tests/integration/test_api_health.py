@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from app.api.schemas import ReadyOut
+from app.api.health.schemas import ReadyOut
 from app.settings import Settings
 from tests.conftest import RUN_ID, create_database, drop_database, dsn_for
 from tests.support.api import api_only, serve_app

@@ -13,7 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from app.api.schemas import JobStatusOut, MessageOut, ValidationErrorOut
+from app.api.common import MessageOut, ValidationErrorOut
+from app.api.jobs.schemas import JobStatusOut
 from app.settings import Settings
 from tests.conftest import delete_prefix
 from tests.support.api import ServedApp, api_only, serve_app

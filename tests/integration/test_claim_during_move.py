@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from asyncpg.transaction import Transaction
 
-from app.db.store import Claim, JobStore, NewJob
+from app.db.hot import JobStore
+from app.db.rows import Claim, NewJob
 from app.runtime import Runtime
 from tests.support.db import wait_for_a_lock_wait
 
@@ -39,7 +40,7 @@ async def a_claim_during_a_move(
 ) -> AsyncIterator[tuple[Transaction, asyncio.Task[list[Claim]], uuid.UUID]]:
     """A job moved by a migrator whose transaction is still open, and a worker's claim
     of it, seen waiting on the move's row locks."""
-    created = await runtime.store.create_job(NewJob(queue_name=QUEUE, payload={}))
+    created = await runtime.inserts.create_job(NewJob(queue_name=QUEUE, payload={}))
     assert created is not None
     migrator = await asyncpg.connect(database_url)
     observer = await asyncpg.connect(database_url)

@@ -97,7 +97,7 @@ async def test_concurrent_calls_each_get_their_own_job(runtime: Runtime, client:
 
 
 async def test_pooled_connections_carry_no_session_state(runtime: Runtime) -> None:
-    """The pools skip asyncpg's reset query on release (app.db.store._keep_session): no
+    """The pools skip asyncpg's reset query on release (app.db.pool._keep_session): no
     statement of ours may leave a setting or a transaction behind on a connection."""
     rt = runtime
     await add_queue(rt, "t-client-state")

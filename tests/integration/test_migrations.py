@@ -15,8 +15,9 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import command
-from app.db.models import JOB_STATUSES, Base
+from app.db.models import Base
 from app.db.setup import alembic_config
+from app.jobs.transitions import JOB_STATUSES
 from tests.conftest import create_database, drop_database, dsn_for
 
 

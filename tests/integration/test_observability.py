@@ -12,7 +12,6 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.db.admin_store import AdminStore
 from app.logs import make_handler
 from app.registry import HandlerRegistry, Job
 from app.runtime import Runtime
@@ -74,7 +73,7 @@ async def test_counts_fall_back_to_estimates_when_counting_is_too_slow(
     for _ in range(20):
         await create_job(rt, "t-estimate")
     await rt.pool.execute("ANALYZE jobs")
-    admin = AdminStore(rt.pool)
+    admin = rt.listings
     exact = await admin.count_jobs(timeout=2.0)
     assert exact.exact and exact.by_status == {"queued": 20}
 

@@ -56,7 +56,7 @@ async def test_an_expired_lease_fails_the_attempt_and_the_job_runs_again(
     (claim,) = await rt.store.claim([job_id], "dead-worker", 0.2)
     await wait_for(lambda: lease_expired(rt, job_id), what="lease to expire")
 
-    rescued = await LeaseRescue(rt.store, rt.settings).run_once()
+    rescued = await LeaseRescue(rt.recovery, rt.settings).run_once()
 
     assert rescued == 1
     row = await job_row(rt, job_id)
@@ -75,7 +75,7 @@ async def test_an_expired_lease_fails_the_attempt_and_the_job_runs_again(
     # The dead worker can never record its outcome now.
     from datetime import UTC, datetime
 
-    from app.db.store import Success
+    from app.db.rows import Success
 
     now = datetime.now(UTC)
     assert await rt.store.complete("dead-worker", [Success(job_id, 1, now, now)]) == set()
@@ -89,7 +89,7 @@ async def test_an_expired_lease_on_the_last_attempt_fails_the_job(runtime: Runti
     await rt.store.claim([job_id], "dead-worker", 0.1)
     await wait_for(lambda: lease_expired(rt, job_id), what="lease to expire")
 
-    await LeaseRescue(rt.store, rt.settings).run_once()
+    await LeaseRescue(rt.recovery, rt.settings).run_once()
 
     row = await job_row(rt, job_id)
     assert row["status"] == "failed"
@@ -102,7 +102,7 @@ async def test_a_live_lease_is_left_alone(runtime: Runtime) -> None:
     job_id = await create_job(rt, "t-lease-live")
     await rt.migrator().move_due_jobs()
     await rt.store.claim([job_id], "busy-worker", 60)
-    assert await LeaseRescue(rt.store, rt.settings).run_once() == 0
+    assert await LeaseRescue(rt.recovery, rt.settings).run_once() == 0
     assert await job_status(rt, job_id) == "running"
 
 
@@ -118,7 +118,7 @@ async def test_redis_data_loss_pushes_every_migrated_job_again(
 
     await add_queue(rt, "t-flush")
     jobs = {await create_job(rt, "t-flush") for _ in range(20)}
-    reconciler = RedisReconciler(rt.store, rt.redis, rt.keys, rt.settings)
+    reconciler = RedisReconciler(rt.recovery, rt.redis, rt.keys, rt.settings)
     await reconciler.run_once()  # first pass: sets the marker; nothing was migrated
     await rt.migrator().move_due_jobs()
     assert await reconciler.run_once() == 0  # marker present: nothing to do
@@ -144,14 +144,14 @@ async def test_a_job_popped_but_never_claimed_is_queued_again(
     await add_queue(rt, "t-unclaimed")
     lost = await create_job(rt, "t-unclaimed", priority=10)
     waiting = await create_job(rt, "t-unclaimed", priority=100)
-    reconciler = RedisReconciler(rt.store, rt.redis, rt.keys, rt.settings)
+    reconciler = RedisReconciler(rt.recovery, rt.redis, rt.keys, rt.settings)
     await reconciler.recover_lost_data()  # marker set
     await rt.migrator().move_due_jobs()
     # A worker pops the urgent job and dies before its claim.
     assert await rt.redis.rpop(rt.keys.route("t-unclaimed", 10))
 
     async def both_stale() -> bool:
-        return len(await rt.store.stale_migrated(0.2, 10)) == 2
+        return len(await rt.recovery.stale_migrated(0.2, 10)) == 2
 
     await wait_for(both_stale, what="jobs to be stale")
     assert await reconciler.run_once() == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from app.db.admin_store import DELETE_OLD_JOBS
+from app.db.retention import DELETE_OLD_JOBS
 from app.maintenance.retention import Retention
 from app.runtime import Runtime
 from app.settings import Settings

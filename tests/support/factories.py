@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from app.db.store import NewJob
+from app.db.rows import NewJob
 from app.runtime import Runtime
 
 
@@ -36,7 +36,7 @@ async def create_job(
     run_at: datetime | None = None,
     max_attempts: int = 3,
 ) -> uuid.UUID:
-    created = await rt.store.create_job(
+    created = await rt.inserts.create_job(
         NewJob(
             queue_name=queue,
             payload=payload if payload is not None else {},

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from app.api import ops_schemas, schemas
+from app.api.openapi import _models
 from app.main import create_app
 from app.settings import Settings
 
@@ -69,9 +69,9 @@ def model_of(media: dict[str, Any]) -> type[BaseModel]:
     """The pydantic model a body's schema was generated from (one of ours, by name)."""
     ref: str = media["schema"]["$ref"]
     name = ref.rsplit("/", 1)[1]
-    model = getattr(schemas, name, None) or getattr(ops_schemas, name, None)
+    model = _models().get(name)
     assert isinstance(model, type) and issubclass(model, BaseModel), (
-        f"{ref} is not a model of app.api.schemas or ops_schemas (FastAPI's default?)"
+        f"{ref} is not a model of app.api or app.jobs (FastAPI's default?)"
     )
     return model
 

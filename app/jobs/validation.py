@@ -1,21 +1,21 @@
 """The one validation of a job request, shared by POST /jobs, each item of POST
 /jobs/batch and the producer library (`app.producer`), and the canonical request hash
-that idempotency keys compare."""
+that idempotency keys compare. `prepare_jobs` is the whole path from untrusted mappings
+to the rows to insert."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
 
-from app.api.errors import InputErrors
-from app.api.schemas import JobCreate
 from app.crypto import PayloadCipher
-from app.db.admin_store import JobToInsert
+from app.jobs.errors import InputErrors, error_item, key_conflict_error, unknown_queue_error
+from app.jobs.model import InsertResult, JobCreate, JobToInsert
 from app.registry import HandlerRegistry
 
 M = TypeVar("M", bound=JobCreate)
@@ -48,11 +48,9 @@ def validate_job(
         raise InputErrors(
             422,
             [
-                {
-                    "loc": [*loc, "payload"],
-                    "msg": f"the payload cannot be stored as JSON: {exc}",
-                    "type": "unencodable",
-                }
+                error_item(
+                    [*loc, "payload"], f"the payload cannot be stored as JSON: {exc}", "unencodable"
+                )
             ],
         ) from None
     if "\\u0000" in text and _has_nul(job.payload):
@@ -60,11 +58,11 @@ def validate_job(
         raise InputErrors(
             422,
             [
-                {
-                    "loc": [*loc, "payload"],
-                    "msg": "strings in the payload must not contain NUL (\\u0000)",
-                    "type": "nul_character",
-                }
+                error_item(
+                    [*loc, "payload"],
+                    "strings in the payload must not contain NUL (\\u0000)",
+                    "nul_character",
+                )
             ],
         )
     size = len(text)
@@ -72,11 +70,11 @@ def validate_job(
         raise InputErrors(
             413,
             [
-                {
-                    "loc": [*loc, "payload"],
-                    "msg": f"payload is {size} bytes; the limit is {max_payload_bytes}",
-                    "type": "too_large",
-                }
+                error_item(
+                    [*loc, "payload"],
+                    f"payload is {size} bytes; the limit is {max_payload_bytes}",
+                    "too_large",
+                )
             ],
         )
     return job
@@ -147,17 +145,63 @@ def to_insert(
     )
 
 
-def unknown_queue_error(queue_name: str, loc: Sequence[str | int]) -> dict[str, Any]:
-    return {
-        "loc": [*loc, "queue_name"],
-        "msg": f"unknown queue {queue_name!r}",
-        "type": "unknown_queue",
-    }
+def prepare_jobs(
+    jobs: Iterable[Mapping[str, Any] | JobCreate],
+    *,
+    model: type[M],
+    max_payload_bytes: int,
+    registry: HandlerRegistry,
+    cipher: PayloadCipher,
+    loc: Sequence[str | int],
+    keys: Sequence[str | None] | None = None,
+) -> tuple[list[M], list[JobToInsert]]:
+    """Validate each job, check it against its queue's payload model and encrypt its
+    sensitive fields: the models and the rows to insert, or InputErrors naming every bad
+    job by index under `loc` (413 when the only problems are payloads over the limit).
+    `keys` are the jobs' idempotency keys (default: each model's `idempotency_key`)."""
+    validated: list[M] = []
+    errors: list[dict[str, Any]] = []
+    too_large_only = True
+    for index, item in enumerate(jobs):
+        try:
+            validated.append(
+                validate_job(
+                    item, max_payload_bytes=max_payload_bytes, model=model, loc=(*loc, index)
+                )
+            )
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+            too_large_only &= exc.status_code == 413
+    if errors:
+        raise InputErrors(413 if too_large_only else 422, errors)
+    rows = []
+    for index, job in enumerate(validated):
+        key = keys[index] if keys is not None else getattr(job, "idempotency_key", None)
+        try:
+            rows.append(to_insert(job, key, seal(job, registry, cipher, (*loc, index))))
+        except InputErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InputErrors(422, errors)
+    return validated, rows
 
 
-def key_conflict_error(loc: Sequence[str | int], field: str) -> dict[str, Any]:
-    return {
-        "loc": [*loc, field],
-        "msg": "this idempotency key was used with a different request",
-        "type": "idempotency_key_reused",
-    }
+def raise_for_refused(
+    jobs: Sequence[JobCreate],
+    results: Sequence[InsertResult],
+    *,
+    locs: Sequence[Sequence[str | int]],
+    key_fields: Sequence[str],
+) -> None:
+    """InputErrors naming every job the insert refused: an unknown queue (422) or an
+    idempotency key reused with another request (409 when that is every problem)."""
+    errors: list[dict[str, Any]] = []
+    conflicts = 0
+    for job, result, loc, key_field in zip(jobs, results, locs, key_fields, strict=True):
+        if result.outcome == "unknown_queue":
+            errors.append(unknown_queue_error(job.queue_name, loc))
+        elif result.outcome == "key_conflict":
+            conflicts += 1
+            errors.append(key_conflict_error(loc, key_field))
+    if errors:
+        raise InputErrors(409 if conflicts == len(errors) else 422, errors)

@@ -9,9 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from app.api.actions import ReasonQuery, apply_action, publish_changes
-from app.api.deps import ActorDep, AdminDep, RuntimeDep
-from app.api.ops_schemas import ActionOut, BulkReplayIn, BulkReplayOut, JobOut, JobPage
+from app.api.actions import ActionOut, ReasonQuery, apply_action, publish_changes
+from app.api.common import (
+    UNAVAILABLE_EXAMPLES,
+    MessageOut,
+    ValidationErrorOut,
+    bad_job_id,
+    documented,
+    field_error,
+)
+from app.api.dead_letters.schemas import BulkReplayIn, BulkReplayOut
+from app.api.deps import ActorDep, RuntimeDep
+from app.api.jobs.schemas import JobOut, JobPage
 from app.api.pagination import (
     LIMIT_DEFAULT,
     CursorQuery,
@@ -20,14 +29,7 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.api.schemas import (
-    UNAVAILABLE_EXAMPLES,
-    MessageOut,
-    ValidationErrorOut,
-    bad_job_id,
-    documented,
-    field_error,
-)
+from app.jobs.model import QUEUE_NAME_MAX
 
 router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
 
@@ -81,15 +83,17 @@ _ERRORS_404_409: dict[int | str, dict[str, Any]] = {
     },
 )
 async def list_dead_letters(
-    admin: AdminDep,
-    queue_name: Annotated[str | None, Query(max_length=100, description="Only this queue.")] = None,
+    rt: RuntimeDep,
+    queue_name: Annotated[
+        str | None, Query(max_length=QUEUE_NAME_MAX, description="Only this queue.")
+    ] = None,
     failed_since: Annotated[
         AwareDatetime | None, Query(description="Only jobs that failed at or after this time.")
     ] = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = LIMIT_DEFAULT,
 ) -> JobPage:
-    rows = await admin.list_dead_letters(
+    rows = await rt.listings.list_dead_letters(
         queue_name=queue_name,
         failed_since=failed_since,
         after=decode_time_id_cursor(cursor),
@@ -121,13 +125,11 @@ async def list_dead_letters(
         503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
-async def replay_dead_letters(
-    body: BulkReplayIn, rt: RuntimeDep, admin: AdminDep, actor: ActorDep
-) -> BulkReplayOut:
-    until = await admin.database_now()
+async def replay_dead_letters(body: BulkReplayIn, rt: RuntimeDep, actor: ActorDep) -> BulkReplayOut:
+    until = await rt.retention.database_now()
     total = 0
     while True:
-        replayed = await admin.replay_dead_letters_batch(
+        replayed = await rt.actions.replay_dead_letters_batch(
             body.queue_name,
             body.failed_since,
             until,
@@ -152,9 +154,9 @@ async def replay_dead_letters(
     responses=_ERRORS_404_409,
 )
 async def replay_job(
-    job_id: uuid.UUID, rt: RuntimeDep, admin: AdminDep, actor: ActorDep, reason: ReasonQuery = None
+    job_id: uuid.UUID, rt: RuntimeDep, actor: ActorDep, reason: ReasonQuery = None
 ) -> ActionOut:
-    return await apply_action(rt, admin, "replay", job_id, reason=reason, actor=actor)
+    return await apply_action(rt, "replay", job_id, reason=reason, actor=actor)
 
 
 @router.delete(
@@ -168,6 +170,6 @@ async def replay_job(
     responses=_ERRORS_404_409,
 )
 async def discard_job(
-    job_id: uuid.UUID, rt: RuntimeDep, admin: AdminDep, actor: ActorDep, reason: ReasonQuery = None
+    job_id: uuid.UUID, rt: RuntimeDep, actor: ActorDep, reason: ReasonQuery = None
 ) -> ActionOut:
-    return await apply_action(rt, admin, "discard", job_id, reason=reason, actor=actor)
+    return await apply_action(rt, "discard", job_id, reason=reason, actor=actor)

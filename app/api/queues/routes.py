@@ -7,16 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 
-from app.api.deps import AdminDep, RuntimeDep
-from app.api.errors import FieldError
-from app.api.ops_schemas import (
-    QueueCreate,
-    QueueOut,
-    QueuePage,
-    QueueSettingsOut,
-    QueueUpdate,
-    RedisDepths,
+from app.api.common import (
+    UNAVAILABLE_EXAMPLES,
+    MessageOut,
+    ValidationErrorOut,
+    documented,
+    field_error,
 )
+from app.api.deps import RuntimeDep
 from app.api.pagination import (
     LIMIT_DEFAULT,
     CursorQuery,
@@ -25,14 +23,16 @@ from app.api.pagination import (
     name_cursor,
     page_of,
 )
-from app.api.schemas import (
-    UNAVAILABLE_EXAMPLES,
-    MessageOut,
-    ValidationErrorOut,
-    documented,
-    field_error,
+from app.api.queues.schemas import (
+    QueueCreate,
+    QueueOut,
+    QueuePage,
+    QueueSettingsOut,
+    QueueUpdate,
+    RedisDepths,
 )
-from app.db.admin_store import QueueRow
+from app.db.rows import QueueRow
+from app.jobs.errors import FieldError
 from app.observe import redis_depths
 
 router = APIRouter(prefix="/queues", tags=["queues"])
@@ -66,13 +66,13 @@ router = APIRouter(prefix="/queues", tags=["queues"])
     },
 )
 async def list_queues(
-    rt: RuntimeDep, admin: AdminDep, cursor: CursorQuery = None, limit: LimitQuery = LIMIT_DEFAULT
+    rt: RuntimeDep, cursor: CursorQuery = None, limit: LimitQuery = LIMIT_DEFAULT
 ) -> QueuePage:
-    rows = await admin.list_queues(after=decode_name_cursor(cursor), limit=limit + 1)
+    rows = await rt.queues.list_queues(after=decode_name_cursor(cursor), limit=limit + 1)
     queues, last = page_of(rows, limit)
     names = [q.name for q in queues]
-    counts = await admin.count_jobs(timeout=rt.settings.stats_timeout, queue_names=names)
-    ages = await admin.oldest_due_ages(names)
+    counts = await rt.listings.count_jobs(timeout=rt.settings.stats_timeout, queue_names=names)
+    ages = await rt.listings.oldest_due_ages(names)
     depths = await redis_depths(rt.redis, rt.keys, names)
     items = [
         QueueOut(
@@ -121,8 +121,8 @@ async def list_queues(
         503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
-async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
-    row = await admin.create_queue(body.name, body.default_priority, body.is_active)
+async def create_queue(body: QueueCreate, rt: RuntimeDep) -> QueueSettingsOut:
+    row = await rt.queues.create_queue(body.name, body.default_priority, body.is_active)
     if row is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"queue {body.name!r} exists")
     return _settings(row)
@@ -155,10 +155,10 @@ async def create_queue(body: QueueCreate, admin: AdminDep) -> QueueSettingsOut:
         503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES),
     },
 )
-async def update_queue(name: str, body: QueueUpdate, admin: AdminDep) -> QueueSettingsOut:
+async def update_queue(name: str, body: QueueUpdate, rt: RuntimeDep) -> QueueSettingsOut:
     if body.is_active is None and body.default_priority is None:
         raise FieldError(422, "is_active", "give is_active, default_priority or both", "missing")
-    row = await admin.update_queue(name, body.default_priority, body.is_active)
+    row = await rt.queues.update_queue(name, body.default_priority, body.is_active)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"queue {name!r} not found")
     return _settings(row)

@@ -1,0 +1,1 @@
+"""Dead-letter routes: list, replay one or a queue's, discard."""

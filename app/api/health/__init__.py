@@ -1,0 +1,1 @@
+"""Health routes: liveness, readiness, the queue health report."""

@@ -1,0 +1,107 @@
+"""Bodies of the health routes: liveness, readiness and the queue health report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.common import documented
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}},
+                {
+                    "status": "unavailable",
+                    "checks": {"postgres": "ok", "redis": "error: Connection refused"},
+                },
+            ]
+        }
+    )
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: documented(
+        ReadyOut,
+        "PostgreSQL or Redis is unavailable; `checks` names which, and why.",
+        {
+            "redis_down": (
+                "Redis refuses connections",
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "postgres": "ok",
+                        "redis": "error: Error 111 connecting to 127.0.0.1:6379. "
+                        "Connection refused.",
+                    },
+                },
+            ),
+            "postgres_hung": (
+                "PostgreSQL does not answer in time",
+                {
+                    "status": "unavailable",
+                    "checks": {"postgres": "error: TimeoutError", "redis": "ok"},
+                },
+            ),
+        },
+    )
+}
+
+
+class RedisHealth(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    ping: str | None = None
+    memory_used: str | None = None
+    connected_clients: int | None = None
+    error: str | None = None
+
+
+class WorkersHealth(BaseModel):
+    active_workers: int = Field(description="Workers with a heartbeat within VISIBILITY_TIMEOUT.")
+    worker_ids: list[str] = Field(description="Their ids (at most 1000).")
+
+
+class QueueHealthOut(BaseModel):
+    """The seed's QueueHealthMonitor report, without its KEYS scan."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "timestamp": "2026-11-28T09:00:00Z",
+                    "redis": {
+                        "status": "healthy",
+                        "ping": "PONG",
+                        "memory_used": "1.52M",
+                        "connected_clients": 7,
+                        "error": None,
+                    },
+                    "queues": {"queue:email-sending:high": 0, "queue:email-sending": 12},
+                    "workers": {"active_workers": 1, "worker_ids": ["host-1234-5f2a9c1b"]},
+                    "jobs": {"queued": 12, "completed": 9000, "failed": 3},
+                    "jobs_exact": True,
+                }
+            ]
+        }
+    )
+
+    timestamp: datetime
+    redis: RedisHealth
+    queues: dict[str, int] = Field(description="Depth of each Redis list, by key (no prefix).")
+    workers: WorkersHealth
+    jobs: dict[str, int] = Field(description="Jobs by status in PostgreSQL.")
+    jobs_exact: bool = Field(
+        description="False: the count took longer than STATS_TIMEOUT and `jobs` holds the "
+        "planner's estimates."
+    )

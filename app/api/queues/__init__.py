@@ -1,0 +1,1 @@
+"""Queue routes: list with counts and depths, create, pause/resume, default priority."""

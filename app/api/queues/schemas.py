@@ -1,0 +1,112 @@
+"""Bodies of the queue routes, with the examples OpenAPI shows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.api.pagination import Page
+from app.jobs.model import PRIORITY_MAX, PRIORITY_MIN
+from app.registry import validate_queue_name
+
+
+class RedisDepths(BaseModel):
+    high: int
+    normal: int
+    low: int
+
+
+class QueueOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "email-sending",
+                    "default_priority": 100,
+                    "is_active": True,
+                    "created": "2026-11-28T08:00:00Z",
+                    "counts": {"queued": 1200, "migrated_to_redis": 500, "completed": 98000},
+                    "counts_exact": True,
+                    "redis_depth": {"high": 12, "normal": 480, "low": 8},
+                    "oldest_due_age_seconds": 2.4,
+                }
+            ]
+        }
+    )
+
+    name: str
+    default_priority: int
+    is_active: bool = Field(description="False: paused; jobs are accepted but not moved.")
+    created: datetime
+    counts: dict[str, int] | None = Field(
+        description="Jobs by status in PostgreSQL; null when counting took longer than "
+        "STATS_TIMEOUT."
+    )
+    counts_exact: bool
+    redis_depth: RedisDepths = Field(description="Length of each of its three Redis lists.")
+    oldest_due_age_seconds: float | None = Field(
+        description="Age of its oldest due job not yet started (queued and due, or waiting "
+        "in Redis), measured from its run_at; null if none."
+    )
+
+
+class QueuePage(Page[QueueOut]):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": QueueOut.model_config["json_schema_extra"]["examples"],  # type: ignore[index]
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
+
+class QueueCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "sms-sending", "default_priority": 80, "is_active": True}]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=100, description="1-100 characters, no whitespace.")
+    default_priority: int = Field(100, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    is_active: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        validate_queue_name(value)
+        return value
+
+
+class QueueUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"is_active": False}, {"default_priority": 40}]},
+    )
+
+    is_active: bool | None = Field(None, description="False pauses the queue, true resumes it.")
+    default_priority: int | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+
+
+class QueueSettingsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "sms-sending",
+                    "default_priority": 80,
+                    "is_active": True,
+                    "created": "2026-11-28T08:00:00Z",
+                }
+            ]
+        }
+    )
+    name: str
+    default_priority: int
+    is_active: bool
+    created: datetime

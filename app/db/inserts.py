@@ -1,0 +1,229 @@
+"""Creating jobs: one INSERT for any number of jobs, idempotency keys, and the
+group-commit variant in which each job stands or falls on its own.
+
+`insert_jobs` takes any "fetch" function: an asyncpg connection's `fetch` for the API
+and JobClient, or a SQLAlchemy connection for the producer library (`app.producer`), so
+every door runs the same statements inside its caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.db.rows import NewJob
+from app.jobs.model import CreatedJob, InsertResult, JobToInsert
+
+Fetch = Callable[..., Awaitable[Sequence[Mapping[str, Any]]]]
+
+# A key older than the retention window is free again: unbind it from its old job.
+RELEASE_EXPIRED_KEYS = """
+UPDATE jobs SET idempotency_key = NULL
+WHERE idempotency_key = ANY($1::text[])
+  AND created_at < now() - make_interval(secs => $2::float8)
+"""
+
+# Payloads travel as JSON text so that any driver set-up (our pool's codecs or
+# SQLAlchemy's) passes them the same way. A job for an unknown queue is not inserted, nor
+# one whose idempotency key is taken: the caller tells the two apart.
+INSERT_JOBS = """
+INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
+                  idempotency_key, request_hash)
+SELECT i.id, q.name, i.payload::jsonb, COALESCE(i.priority, q.default_priority),
+       COALESCE(i.run_at, now()), i.max_attempts, i.idempotency_key, i.request_hash
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
+            $7::text[], $8::text[])
+     WITH ORDINALITY AS i(id, queue_name, payload, priority, run_at, max_attempts,
+                          idempotency_key, request_hash, n)
+JOIN job_queues q ON q.name = i.queue_name
+ORDER BY i.n
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, status, queue_name, priority, created_at
+"""
+
+# The same for one job, without the arrays: the common case of one producer call or one
+# request, measurably cheaper to plan and run (bench: enqueue-one).
+INSERT_ONE_JOB = """
+INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
+                  idempotency_key, request_hash)
+SELECT $1::uuid, q.name, $3::text::jsonb, COALESCE($4::int, q.default_priority),
+       COALESCE($5::timestamptz, now()), $6::int, $7::text, $8::text
+FROM job_queues q WHERE q.name = $2::text
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, status, queue_name, priority, created_at
+"""
+
+FIND_JOBS_BY_KEYS = """
+SELECT id, queue_name, priority, created_at, idempotency_key, request_hash
+FROM jobs WHERE idempotency_key = ANY($1::text[])
+"""
+
+
+async def insert_jobs(
+    fetch: Fetch, jobs: Sequence[JobToInsert], *, key_ttl: float
+) -> list[InsertResult]:
+    """Insert jobs inside the caller's transaction; one result per job, in order.
+
+    Same idempotency key and same request hash as an existing job: `existing` (that job).
+    Same key, another request: `key_conflict`. The caller rolls back unless every result
+    is acceptable to it.
+    """
+    ids = [uuid.uuid4() for _ in jobs]
+    results: list[InsertResult | None] = [None] * len(jobs)
+    first_with_key: dict[str, int] = {}
+    to_insert: list[int] = []
+    for i, job in enumerate(jobs):
+        key = job.idempotency_key
+        if key is not None and key in first_with_key:
+            continue  # resolved against the first item with this key, below
+        if key is not None:
+            first_with_key[key] = i
+        to_insert.append(i)
+
+    keys = list(first_with_key)
+    if keys:
+        await fetch(RELEASE_EXPIRED_KEYS, keys, float(key_ttl))
+
+    pending = to_insert
+    for _attempt in range(3):
+        if len(pending) == 1:
+            (i,) = pending
+            job = jobs[i]
+            rows = await fetch(
+                INSERT_ONE_JOB,
+                ids[i],
+                job.queue_name,
+                job.payload_json,
+                job.priority,
+                job.run_at,
+                job.max_attempts,
+                job.idempotency_key,
+                job.request_hash,
+            )
+        else:
+            rows = await fetch(
+                INSERT_JOBS,
+                [ids[i] for i in pending],
+                [jobs[i].queue_name for i in pending],
+                [jobs[i].payload_json for i in pending],
+                [jobs[i].priority for i in pending],
+                [jobs[i].run_at for i in pending],
+                [jobs[i].max_attempts for i in pending],
+                [jobs[i].idempotency_key for i in pending],
+                [jobs[i].request_hash for i in pending],
+            )
+        created = {r["id"]: r for r in rows}
+        not_inserted: list[int] = []
+        for i in pending:
+            row = created.get(ids[i])
+            if row is not None:
+                results[i] = InsertResult("created", _created(row))
+            elif jobs[i].idempotency_key is None:
+                results[i] = InsertResult("unknown_queue")
+            else:
+                not_inserted.append(i)
+        if not not_inserted:
+            break
+        found = {
+            r["idempotency_key"]: r
+            for r in await fetch(FIND_JOBS_BY_KEYS, [jobs[i].idempotency_key for i in not_inserted])
+        }
+        pending = []
+        for i in not_inserted:
+            existing = found.get(jobs[i].idempotency_key)
+            if existing is None:
+                pending.append(i)  # unknown queue, or the holder vanished: try again
+            elif existing["request_hash"] == jobs[i].request_hash:
+                results[i] = InsertResult("existing", _created(existing, status="queued"))
+            else:
+                results[i] = InsertResult("key_conflict")
+        if not pending:
+            break
+    for i in pending:
+        if results[i] is None:
+            results[i] = InsertResult("unknown_queue")
+
+    for i, job in enumerate(jobs):
+        if results[i] is not None:
+            continue
+        assert job.idempotency_key is not None
+        first = results[first_with_key[job.idempotency_key]]
+        assert first is not None
+        if first.job is None:
+            results[i] = first
+        elif jobs[first_with_key[job.idempotency_key]].request_hash == job.request_hash:
+            results[i] = InsertResult("existing", first.job)
+        else:
+            results[i] = InsertResult("key_conflict")
+    return [r for r in results if r is not None]
+
+
+def _one_statement(jobs: Sequence[JobToInsert]) -> bool:
+    """Without idempotency keys `insert_jobs` runs exactly one INSERT."""
+    return all(job.idempotency_key is None for job in jobs)
+
+
+def _created(row: Any, status: str | None = None) -> CreatedJob:
+    return CreatedJob(
+        id=row["id"],
+        status=status or row["status"],
+        queue_name=row["queue_name"],
+        priority=row["priority"],
+        created_at=row["created_at"],
+    )
+
+
+class InsertStore:
+    """Job inserts over a pool: the API's group commit, its batches and JobClient."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create_job(self, job: NewJob) -> CreatedJob | None:
+        """Insert one queued job (no idempotency key); None when the queue does not
+        exist (nothing is written)."""
+        row = JobToInsert(
+            queue_name=job.queue_name,
+            payload_json=orjson.dumps(job.payload).decode(),
+            priority=job.priority,
+            run_at=job.run_at,
+            max_attempts=job.max_attempts,
+        )
+        (result,) = await self.insert_jobs([row], key_ttl=0)
+        return result.job
+
+    async def insert_each(
+        self, jobs: Sequence[JobToInsert], *, key_ttl: float
+    ) -> list[InsertResult]:
+        """Insert independent jobs in one statement and one commit (group commit): each
+        is created, found (idempotency key) or refused, whatever the others are."""
+        async with self.pool.acquire() as conn:
+            if _one_statement(jobs):  # atomic alone: no BEGIN and COMMIT round trips
+                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+            async with conn.transaction():
+                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+
+    async def insert_jobs(
+        self, jobs: Sequence[JobToInsert], *, key_ttl: float
+    ) -> list[InsertResult]:
+        """Insert in one transaction; rolled back unless every job was created or found."""
+        async with self.pool.acquire() as conn:
+            if len(jobs) == 1 and _one_statement(jobs):
+                # One job, one statement: it commits whole or not at all on its own.
+                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                results = await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+            except BaseException:
+                await tx.rollback()
+                raise
+            if all(r.outcome in ("created", "existing") for r in results):
+                await tx.commit()
+            else:
+                await tx.rollback()
+            return results

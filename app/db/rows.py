@@ -1,0 +1,158 @@
+"""The rows the stores return: plain, frozen domain objects, no driver types."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as PostgreSQL holds it."""
+
+    id: uuid.UUID
+    queue_name: str
+    status: str
+    priority: int
+    payload: dict[str, Any]
+    attempt_count: int
+    max_attempts: int
+    run_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    last_error_message: str | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a producer supplies; `priority=None` takes the queue's default priority."""
+
+    queue_name: str
+    payload: dict[str, Any]
+    priority: int | None = None
+    run_at: datetime | None = None
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MovedJob:
+    """A job the migrator moved: where it goes and the message pushed there."""
+
+    id: uuid.UUID
+    queue_name: str
+    priority: int
+    attempt_count: int
+    created_at: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A won claim: the fencing token is (worker_id, attempt)."""
+
+    id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    started_at: datetime
+    run_at: datetime | None = None  # when the job was due (for the wait-time metric)
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    error: str
+    retry_delay: float
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class FailureResult:
+    job_id: uuid.UUID
+    status: str  # "queued" (a retry is scheduled) or "failed" (attempts exhausted)
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StaleMigrated:
+    id: uuid.UUID
+    queue_name: str
+    priority: int
+    updated_at: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RescuedJob:
+    id: uuid.UUID
+    status: str  # queued (retry scheduled) or failed
+    attempt: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """A won operator action: the job's new state."""
+
+    id: uuid.UUID
+    queue_name: str
+    status: str
+    attempt_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRefused:
+    """The action did not apply: no such job (status None), or it is in `status`."""
+
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobLogRow:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    status: str
+    log_message: str | None
+    attempt_number: int
+    worker_id: str | None
+    actor: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    name: str
+    default_priority: int
+    is_active: bool
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """Jobs by queue and status; `exact` False means the count timed out and
+    `by_status` holds the planner's estimates (by_queue is then empty)."""
+
+    by_queue: dict[str, dict[str, int]]
+    by_status: dict[str, int]
+    exact: bool

@@ -1,0 +1,127 @@
+"""What a job is: its limits, its statuses, a request to create one, and the row that
+request becomes. Shared by the API, the producer library and the worker."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+# An ISO 8601 time starts with its date, YYYY-MM-DD.
+ISO_8601_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+PRIORITY_MIN: Final = 0
+PRIORITY_MAX: Final = 1000
+MAX_ATTEMPTS_MAX: Final = 100
+QUEUE_NAME_MAX: Final = 100
+BATCH_MAX: Final = 1000
+KEY_MAX: Final = 255
+REASON_MAX: Final = 1000
+
+JobStatus = Literal[
+    "queued", "migrated_to_redis", "running", "completed", "failed", "cancelled", "discarded"
+]
+
+
+class JobCreate(BaseModel):
+    """A job to run. Unknown fields are rejected, so a misspelt field is never ignored."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "queue_name": "email-sending",
+                    "payload": {"campaign_id": "c-42", "lead_id": "l-7", "email_data": {}},
+                    "priority": 75,
+                    "run_at": "2026-11-28T09:00:00Z",
+                    "max_attempts": 3,
+                }
+            ]
+        },
+    )
+
+    queue_name: str = Field(
+        min_length=1,
+        max_length=QUEUE_NAME_MAX,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="An existing queue (see job_queues); no control characters.",
+    )
+    payload: dict[str, Any] = Field(
+        description="A JSON object handed to the handler; at most MAX_PAYLOAD_BYTES as JSON."
+    )
+    priority: int | None = Field(
+        None,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description=(
+            "Lower is more urgent: <= 50 high, <= 150 normal, else low. "
+            "Omitted: the queue's default_priority (100 unless changed)."
+        ),
+    )
+    run_at: AwareDatetime | None = Field(
+        None,
+        description="ISO 8601 time with a UTC offset; the job does not start before it. "
+        "Omitted: now.",
+    )
+    max_attempts: int = Field(3, ge=1, le=MAX_ATTEMPTS_MAX, description="Attempts before failing.")
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _run_at_is_iso_8601(cls, value: object) -> object:
+        # pydantic also reads a number, or a string of digits, as a Unix time: "20261128"
+        # would schedule the job on 1970-08-23 instead of being refused.
+        if value is not None and not (isinstance(value, str) and ISO_8601_DATE.match(value)):
+            raise ValueError(
+                "must be an ISO 8601 time with a UTC offset, e.g. 2026-11-28T09:00:00Z"
+            )
+        return value
+
+
+class BatchJob(JobCreate):
+    """A job of a batch: the fields of POST /jobs and an optional idempotency key."""
+
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=KEY_MAX,
+        description="Like the Idempotency-Key header of POST /jobs, for this item.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobToInsert:
+    """A validated job request; `payload_json` is the payload as JSON text."""
+
+    queue_name: str
+    payload_json: str
+    priority: int | None = None
+    run_at: datetime | None = None
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedJob:
+    id: uuid.UUID
+    status: str
+    queue_name: str
+    priority: int
+    created_at: datetime
+
+
+InsertOutcome = Literal["created", "existing", "key_conflict", "unknown_queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """What became of one requested job. `job` is set for created and existing; for an
+    existing one (same key, same request) its status is reported as at creation."""
+
+    outcome: InsertOutcome
+    job: CreatedJob | None = None

@@ -1,0 +1,190 @@
+"""The transition table (app.jobs.transitions) is the truth about the statements: each
+statement that writes `jobs` is run against jobs in every status, and the status changes
+it makes must be exactly the rows the table lists for it (no more: nothing unlisted; no
+fewer: every row is exercised). The README's lifecycle table is the table itself."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.db.pool import Connection
+from app.jobs.transitions import (
+    JOB_STATUSES,
+    STATUS_PRESERVING,
+    TRANSITIONS,
+    lifecycle_markdown,
+)
+from app.runtime import Runtime
+from tests.support.factories import add_queue
+
+QUEUE = "t-transitions"
+WORKER = "w-1"
+DB_MODULES = ("hot", "recovery", "inserts", "actions", "listings", "queues", "retention")
+WRITES_JOBS = re.compile(r"\b(UPDATE jobs|INSERT INTO jobs|DELETE FROM jobs)\b")
+
+Jobs = dict[uuid.UUID, str]
+Runner = Callable[[Connection, Jobs], Awaitable[Any]]
+
+
+def sql(statement: str) -> str:
+    module, name = statement.split(":")
+    text: str = getattr(importlib.import_module(f"app.db.{module}"), name)
+    return text
+
+
+def statements_writing_jobs() -> set[str]:
+    found = set()
+    for module in DB_MODULES:
+        mod = importlib.import_module(f"app.db.{module}")
+        for name, value in vars(mod).items():
+            if (
+                name.isupper()
+                and not name.startswith("_")
+                and isinstance(value, str)
+                and WRITES_JOBS.search(value)
+            ):
+                found.add(f"{module}:{name}")
+    return found
+
+
+def test_every_statement_that_writes_jobs_is_in_the_table() -> None:
+    listed = {t.statement for t in TRANSITIONS} | set(STATUS_PRESERVING)
+    assert statements_writing_jobs() == listed
+
+
+def test_the_readme_lifecycle_is_the_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert lifecycle_markdown() in readme, "regenerate: app.jobs.transitions.lifecycle_markdown"
+
+
+async def setup_jobs(conn: Connection) -> Jobs:
+    """Two jobs in every status, one on its last attempt, one with attempts left; leases
+    expired, last change an hour ago, so every statement may act on any of them."""
+    jobs: Jobs = {}
+    for status in JOB_STATUSES:
+        for max_attempts in (1, 3):
+            job_id = uuid.uuid4()
+            await conn.execute(
+                """
+                INSERT INTO jobs (id, queue_name, status, payload, attempt_count, max_attempts,
+                                  worker_id, lease_expires_at, started_at, failed_at, run_at,
+                                  created_at, updated_at)
+                VALUES ($1, $2, $3, '{}', 1, $4, $5, now() - interval '1 minute',
+                        now() - interval '1 hour', now() - interval '1 hour',
+                        now() - interval '1 hour', now() - interval '1 hour',
+                        now() - interval '1 hour')
+                """,
+                job_id,
+                QUEUE,
+                status,
+                max_attempts,
+                WORKER,
+            )
+            jobs[job_id] = status
+    return jobs
+
+
+def each(args: Callable[[uuid.UUID], tuple[Any, ...]]) -> Callable[[str], Runner]:
+    """Run the statement once per job."""
+
+    def runner(statement: str) -> Runner:
+        async def run(conn: Connection, jobs: Jobs) -> None:
+            for job_id in jobs:
+                await conn.fetch(sql(statement), *args(job_id))
+
+        return run
+
+    return runner
+
+
+def once(args: Callable[[Jobs], tuple[Any, ...]]) -> Callable[[str], Runner]:
+    """Run the statement once for all the jobs."""
+
+    def runner(statement: str) -> Runner:
+        async def run(conn: Connection, jobs: Jobs) -> None:
+            async with conn.transaction():
+                await conn.fetch(sql(statement), *args(jobs))
+
+        return run
+
+    return runner
+
+
+def ids(jobs: Jobs) -> list[uuid.UUID]:
+    return list(jobs)
+
+
+HOUR_AGO = datetime.now(UTC).replace(microsecond=0)
+
+RUNNERS: dict[str, Callable[[str], Runner]] = {
+    "inserts:INSERT_ONE_JOB": once(
+        lambda j: (uuid.uuid4(), QUEUE, "{}", None, None, 3, None, None)
+    ),
+    "inserts:INSERT_JOBS": once(
+        lambda j: ([uuid.uuid4()], [QUEUE], ["{}"], [None], [None], [3], [None], [None])
+    ),
+    "inserts:RELEASE_EXPIRED_KEYS": once(lambda j: (["k"], 0.0)),
+    "hot:MOVE_DUE_JOBS": once(lambda j: (100, [])),
+    "hot:CLAIM_JOBS": once(lambda j: (ids(j), WORKER, 30.0)),
+    "hot:RENEW_LEASES": once(lambda j: (ids(j), WORKER, 30.0)),
+    "hot:COMPLETE_JOBS": once(
+        lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), [HOUR_AGO] * len(j), WORKER)
+    ),
+    "hot:FAIL_JOBS": once(
+        lambda j: (
+            ids(j),
+            [1] * len(j),
+            [HOUR_AGO] * len(j),
+            [HOUR_AGO] * len(j),
+            ["boom"] * len(j),
+            [1.0] * len(j),
+            WORKER,
+        )
+    ),
+    "hot:RELEASE_JOBS": once(lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), WORKER)),
+    "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
+    "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
+    "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
+    "actions:REPLAY_JOB": each(lambda i: (i, "why", "key:t")),
+    "actions:REPLAY_DEAD_LETTERS": once(
+        lambda j: (QUEUE, "why", "key:t", None, datetime.now(UTC), 100)
+    ),
+    "actions:DISCARD_JOB": each(lambda i: (i, "why", "key:t")),
+    "actions:CANCEL_JOB": each(lambda i: (i, "why", "key:t")),
+    "retention:DELETE_OLD_JOBS": once(lambda j: (list(JOB_STATUSES), 0.0, 100)),
+}
+
+
+async def requeue_migrated(conn: Connection, jobs: Jobs) -> None:
+    rows = await conn.fetch("SELECT id, updated_at FROM jobs")
+    await conn.fetch(
+        sql("recovery:REQUEUE_MIGRATED"), [r["id"] for r in rows], [r["updated_at"] for r in rows]
+    )
+
+
+@pytest.mark.parametrize("statement", sorted(statements_writing_jobs()))
+async def test_a_statement_makes_exactly_the_changes_the_table_lists(
+    runtime: Runtime, statement: str
+) -> None:
+    await add_queue(runtime, QUEUE)
+    async with runtime.pool.acquire() as conn:
+        jobs = await setup_jobs(conn)
+        factory = RUNNERS[statement]
+        run = requeue_migrated if factory is None else factory(statement)
+        await run(conn, jobs)
+        after = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM jobs")}
+    seen: set[tuple[str | None, str | None]] = {
+        (before, after.get(job_id)) for job_id, before in jobs.items()
+    }
+    seen |= {(None, status) for job_id, status in after.items() if job_id not in jobs}
+    changes = {(a, b) for a, b in seen if a != b}
+    listed = {(t.source, t.target) for t in TRANSITIONS if t.statement == statement}
+    assert changes == listed, f"{statement}: made {sorted(changes, key=str)}"
