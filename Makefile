@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install db run worker migrator test chaos bench lint format clean up down
+.PHONY: install chromium db run worker migrator test chaos bench bench-dashboard lint format clean up down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,17 @@ worker: db  ## workers only (scale out)
 migrator: db  ## the migrator only
 	$(PY) -m app.migrator
 
-test: install  ## the whole suite, on its own database and Redis prefix
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright: its own
+# browser download cannot reach its servers from these machines, and is not needed.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:  ## Debian's chromium for the browser tests, installed with apt-get if missing
+	@test -x $(CHROMIUM) || { echo "installing chromium for the browser tests (apt-get)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium  ## the whole suite, on its own database and Redis prefix
 	$(PY) -m pytest -q
 
 chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a flush

@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 from app.api import jobs, metrics
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.dead_letters import routes as dead_letters
+from app.api.docs import ASSETS, install_docs
 from app.api.errors import install_error_handlers
 from app.api.health import routes as health
 from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
@@ -69,16 +70,18 @@ def create_app(
             finally:
                 await services.shutdown(settings.shutdown_grace_period)
 
-    # /docs and /redoc with Swagger UI and ReDoc served by this app from the assets that
-    # fastapi-offline ships (FastAPI's default pages load them from a CDN: blank offline).
+    # FastAPI's own /docs and /redoc load their assets from a CDN (blank offline):
+    # FastAPIOffline mounts the ones its package ships, and app.api.docs serves the pages.
     app = FastAPIOffline(
         title="hybridq",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        static_url="/docs-assets",
-        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
+        docs_url=None,
+        redoc_url=None,
+        static_url=ASSETS,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.authenticator = authenticator
     install_error_handlers(app)

@@ -41,15 +41,14 @@ class Chart:
 
 
 def nice_ceiling(value: float, floor: float) -> float:
-    """`floor` if value is at most that, else the smallest of 1, 2, 2.5, 5 times a
-    power of ten that is >= value."""
-    if value <= floor:
-        return float(floor)
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= value * (1 - 1e-9):
-            return float(step * power)
-    return float(10 * power)  # pragma: no cover - the loop always returns
+    """The top of an axis with four ticks: 4 times a step of 1, 2 or 5 times a power of
+    ten, so that every tick is a round number; at least `floor`."""
+    step = max(value, floor) / 4
+    power = 10 ** math.floor(math.log10(step))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= step * (1 - 1e-9):
+            return 4 * factor * power
+    return 40 * power  # pragma: no cover - the loop always returns
 
 
 def hhmm(epoch: int) -> str:
@@ -145,7 +144,7 @@ def _total(vs: Sequence[float | None]) -> str:
 def _seconds(v: float) -> str:
     if v == 0:
         return "0"
-    return f"{v * 1000:.3g} ms" if v < 1 else f"{v:.3g} s"
+    return f"{v * 1000:.4g} ms" if v < 1 else f"{v:.4g} s"
 
 
 def _median_of(vs: Sequence[float | None]) -> str:
@@ -165,10 +164,10 @@ def history_charts(window: Window, buckets: list[Bucket], queue: str | None) -> 
         f"Jobs per {unit}" + (f" in {queue}" if queue else ", all queues"),
         starts,
         [(label, css, [float(b.total(c, queue)) for b in buckets]) for c, label, css in FLOWS],
-        fmt=lambda v: f"{v:,.0f}" if v >= 10 or v == int(v) else f"{v:.1f}",
+        fmt=lambda v: f"{v:,.0f}",
         x_every=x_every,
         summarize=_total,
-        floor=4.0,  # whole numbers on the axis: 0, 1, 2, 3, 4
+        floor=4.0,  # whole numbers on the axis: at least 0, 1, 2, 3, 4
     )
     names = sorted(
         {q for b in buckets for q in b.wait}
@@ -201,7 +200,7 @@ def history_charts(window: Window, buckets: list[Bucket], queue: str | None) -> 
                         fmt=_seconds,
                         x_every=x_every,
                         summarize=_median_of,
-                        floor=0.01,
+                        floor=0.004,
                     ),
                 )
             )

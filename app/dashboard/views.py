@@ -77,11 +77,13 @@ def capped(value: int, cap: int) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Seconds as a person reads them: 0.42 s, 12 s, 3 min 4 s, 2 h 5 min, 3 d 2 h."""
+    """Seconds as a person reads them: 4.2 ms, 1.5 s, 12 s, 3 min 4 s, 2 h 5 min, 3 d 2 h."""
     if seconds is None or math.isnan(seconds):
         return NONE
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
     if seconds < 10:
-        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+        return f"{seconds:.1f} s"
     s = int(seconds)
     if s < 60:
         return f"{s} s"

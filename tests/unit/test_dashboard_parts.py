@@ -100,10 +100,11 @@ def test_quantiles_interpolate_within_buckets_as_prometheus_does() -> None:
 
 def test_chart_scales_are_round_and_gaps_break_lines() -> None:
     assert nice_ceiling(0, 4) == 4
-    assert nice_ceiling(7, 4) == 10
+    assert nice_ceiling(7, 4) == 8
+    assert nice_ceiling(10, 4) == 20
     assert nice_ceiling(130, 4) == 200
-    assert nice_ceiling(0.0031, 0.01) == 0.01
-    assert nice_ceiling(0.031, 0.01) == 0.05
+    assert nice_ceiling(0.0031, 0.004) == pytest.approx(0.004)
+    assert nice_ceiling(0.24, 0.004) == pytest.approx(0.4)
     chart = line_chart(
         "t",
         [0, 60, 120, 180, 240],
@@ -117,6 +118,7 @@ def test_chart_scales_are_round_and_gaps_break_lines() -> None:
     assert len(line.segments) == 1 and len(line.segments[0].split()) == 2
     assert len(line.dots) == 1  # the lone 4.0
     assert [label for _, label in chart.y_ticks] == ["0.0", "1.0", "2.0", "3.0", "4.0"]
+    assert [label for _, label in chart.x_ticks] == ["00:00", "00:02", "00:04"]
 
 
 def test_actions_follow_the_api_and_encrypted_fields_stay_hidden() -> None:
