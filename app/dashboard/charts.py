@@ -44,7 +44,7 @@ def nice_ceiling(value: float, floor: float) -> float:
     """The top of an axis with four ticks: 4 times a step of 1, 2 or 5 times a power of
     ten, so that every tick is a round number; at least `floor`."""
     step = max(value, floor) / 4
-    power = 10 ** math.floor(math.log10(step))
+    power = 10.0 ** math.floor(math.log10(step))
     for factor in (1, 2, 5, 10):
         if factor * power >= step * (1 - 1e-9):
             return 4 * factor * power

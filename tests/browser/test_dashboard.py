@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import BrowserContext, Page, Route, expect
+from playwright.sync_api import BrowserContext, Dialog, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import Deployment, log_in
@@ -21,10 +21,6 @@ def shot(page: Page, tmp_path: Path, name: str, *, full_page: bool = True) -> No
     path = tmp_path / f"{name}.png"
     page.screenshot(path=path, full_page=full_page)
     print(f"screenshot: {path}")
-
-
-def queue_row(page: Page, queue: str) -> object:
-    return page.locator(f'tr[data-queue="{queue}"]')
 
 
 def test_admin_watches_counts_change_while_jobs_run_then_reads_a_timeline(
@@ -226,7 +222,12 @@ def test_html_in_payloads_errors_and_queue_names_is_shown_as_text(
 
     page = context.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def opened(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", opened)
     log_in(page, deployment.base, ADMIN_KEY)
     expect(page.locator("#queue-table")).to_contain_text(evil_queue)
     page.goto(f"{deployment.base}/dashboard/jobs/{job_id}")
