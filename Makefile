@@ -49,6 +49,9 @@ chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a
 bench: install  ## the benchmark on its own database and Redis prefix (BENCH_ARGS=--quick)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+bench-dashboard: install  ## server time of every dashboard page with 1,000,000 jobs (BENCH_ARGS=--rows N)
+	$(PY) -m bench.dashboard $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -8,6 +8,7 @@ metrics and log lines, with the actor `key:<name>` of the session's API key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -162,23 +163,21 @@ class DashboardData:
         rows = await self.queue_rows()
         names = [q.name for q in rows]
         pool = self.rt.pool
-        queued = await queries.queued_per_queue(pool, names)
-        per_status = {s: await queries.status_by_queue(pool, s) for s in LIVE_STATUSES}
-        ages = await self.rt.listings.oldest_due_ages(names)
-        table = await self._table_by_status()
-        redis_error = None
-        depths: dict[str, dict[str, int]] = {}
-        hour: list[Bucket] = []
-        workers_live: int | None = None
-        try:
-            depths = await redis_depths(self.rt.redis, self.rt.keys, names)
-            hour = await read_history(self.rt.redis, self.rt.keys, WINDOWS["hour"])
-            since = time.time() - self.rt.settings.visibility_timeout
-            workers_live = int(
-                await self.rt.redis.zcount(self.rt.keys.workers_index(), since, "+inf")
-            )
-        except Exception as exc:  # Redis down: PostgreSQL's figures still stand
-            redis_error = _error(exc)
+        # Independent reads, each on its own pooled connection: the page waits for the
+        # slowest, not for their sum.
+        (queued, migrated, running, failed, ages, table), live = await asyncio.gather(
+            asyncio.gather(
+                queries.queued_per_queue(pool, names),
+                queries.status_by_queue(pool, "migrated_to_redis"),
+                queries.status_by_queue(pool, "running"),
+                queries.status_by_queue(pool, "failed"),
+                self.rt.listings.oldest_due_ages(names),
+                self._table_by_status(),
+            ),
+            self._redis_overview(names),
+        )
+        per_status = dict(zip(LIVE_STATUSES, (migrated, running, failed), strict=True))
+        depths, hour, workers_live, redis_error = live
         summaries = []
         for q in rows:
             summaries.append(
@@ -219,6 +218,23 @@ class DashboardData:
             queued_cap=queries.QUEUED_CAP,
             redis_error=redis_error,
         )
+
+    async def _redis_overview(
+        self, names: list[str]
+    ) -> tuple[dict[str, dict[str, int]], list[Bucket], int | None, str | None]:
+        """Redis depths, the last hour's history and live workers; with Redis down,
+        nothing of them and the error (PostgreSQL's figures still stand)."""
+        redis, keys = self.rt.redis, self.rt.keys
+        try:
+            since = time.time() - self.rt.settings.visibility_timeout
+            depths, hour, live = await asyncio.gather(
+                redis_depths(redis, keys, names),
+                read_history(redis, keys, WINDOWS["hour"]),
+                redis.zcount(keys.workers_index(), since, "+inf"),
+            )
+        except Exception as exc:
+            return {}, [], None, _error(exc)
+        return depths, hour, int(live), None
 
     async def _table_by_status(self) -> tuple[dict[str, int], bool]:
         """Jobs by status in the whole table: exact while the table is small, else the
