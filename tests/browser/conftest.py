@@ -111,6 +111,7 @@ def deployment(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         API_KEYS=",".join(API_KEYS),
         DASHBOARD_SECRET="browser-test-secret",
         DASHBOARD_REFRESH_SECONDS="1",
+        MIGRATOR_POLL_INTERVAL="0.5",  # a resumed queue moves at once (no NOTIFY on resume)
         HANDLER_MODULES="tests.support.handlers,tests.support.dashboard_handlers",
         ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         ENCRYPTED_FIELDS=orjson.dumps({"t-switch": ["secret"]}).decode(),

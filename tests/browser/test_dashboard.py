@@ -42,6 +42,8 @@ def test_admin_watches_counts_change_while_jobs_run_then_reads_a_timeline(
     expect(row.locator('[data-col="running"]')).to_have_text("0")
     shot(page, tmp_path, "overview-done")
 
+    # A job for the workers page below, running while the next check waits.
+    running = deployment.create_job("t-slow", {"seconds": 6})
     # Pausing the auto-refresh stops the requests.
     toggle = page.get_by_role("button", name="Pause auto-refresh")
     toggle.click()
@@ -59,7 +61,9 @@ def test_admin_watches_counts_change_while_jobs_run_then_reads_a_timeline(
     page.get_by_role("link", name="Jobs", exact=True).click()
     page.get_by_label("Queue").select_option("t-slow")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator("#jobs-table tbody tr")).to_have_count(3)
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(
+        4
+    )  # the three, and the one still running
     page.locator(f'#jobs-table a[href="/dashboard/jobs/{ids[0]}"]').click()
     expect(page.get_by_role("heading", name=f"Job {ids[0]}")).to_be_visible()
     timeline = page.locator("#timeline tbody tr")
@@ -70,7 +74,6 @@ def test_admin_watches_counts_change_while_jobs_run_then_reads_a_timeline(
     shot(page, tmp_path, "job-completed")
 
     # The workers page: both workers, what they serve, and the job one of them runs now.
-    running = deployment.create_job("t-slow", {"seconds": 3})
     deployment.wait_for_status(running, "running")
     page.get_by_role("link", name="Workers").click()
     workers = page.locator("#workers-table tbody tr[data-worker]")
