@@ -43,13 +43,14 @@ HAND_BACK_ALLOWANCE = 15.0
 def make_redis(settings: Settings) -> aioredis.Redis:
     """One client (with its pool) per process. Blocking pops need a longer socket timeout
     than ordinary calls, so the socket timeout leaves room for the fetch timeout."""
-    return aioredis.Redis.from_url(
+    client: aioredis.Redis = aioredis.Redis.from_url(  # unannotated before redis-py 8
         settings.redis_url,
         socket_timeout=settings.redis_timeout + settings.worker_fetch_timeout,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
         max_connections=max(16, settings.db_pool_max_size * 2),
     )
+    return client
 
 
 @dataclass(slots=True)
