@@ -20,6 +20,7 @@ import pytest
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
+from app.runtime import HAND_BACK_ALLOWANCE
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +40,6 @@ ROLE_MODULES = {
     "worker": "app.worker",
 }
 LONG_RUNNING = ("api", "migrator", "worker")
-# BackgroundServices.shutdown (app/runtime.py) waits SHUTDOWN_GRACE_PERIOD plus this long
-# for its tasks to hand unfinished jobs back: compose must not send SIGKILL sooner.
-HAND_BACK_ALLOWANCE = 15.0
 # uvicorn's timeout_graceful_shutdown (app/__main__.py): what in-flight requests get.
 UVICORN_GRACEFUL_SHUTDOWN = 60.0
 
@@ -108,6 +106,8 @@ def test_compose_rejects_a_broken_copy(tmp_path: Path, old: str, new: str, expec
 
 
 def test_stop_grace_periods_outlast_the_graceful_shutdown(services: dict[str, Any]) -> None:
+    """SIGKILL comes only after a process has had SHUTDOWN_GRACE_PERIOD for its jobs and
+    HAND_BACK_ALLOWANCE to hand the rest back (the api: uvicorn's graceful shutdown)."""
     default_grace = Settings.model_fields["shutdown_grace_period"].default
     for name in LONG_RUNNING:
         service = services[name]
