@@ -42,7 +42,8 @@ def test_requirements_are_exported_from_uv_lock(path: str) -> None:
 @pytest.mark.parametrize(
     ("old", "new"),
     [
-        ("dependencies = [\n", 'dependencies = [\n    "croniter>=2.0",\n'),  # a new dependency
+        # A new dependency (a name no real edit will add, so the case never goes stale).
+        ("dependencies = [\n", 'dependencies = [\n    "hybridq-lock-probe>=1.0",\n'),
         ('    "orjson>=3.10",\n', ""),  # a dependency dropped
         ('"pytest>=8"', '"pytest>=99"'),  # a bound the pinned version does not meet
     ],
