@@ -113,7 +113,7 @@ def build_message(
     subject: str,
     message_id: str,
     text: str | None,
-    html: str | None,
+    html: str | None = None,
     reply_to: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> EmailMessage:
