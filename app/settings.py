@@ -54,7 +54,7 @@ class Settings(BaseSettings):
 
     # Handlers
     handler_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["app.example_handlers"],
+        default_factory=lambda: ["app.handlers"],
         description="Comma-separated import paths of modules that register handlers.",
     )
     handler_timeout: float = Field(
