@@ -31,8 +31,17 @@ lock: install
 db: install  ## create the database if missing and apply migrations
 	$(PY) -m app.db.setup
 
-# Development mode: unless API_KEYS is set, one admin key, "dev-admin-key" (README).
+# Development mode: unless API_KEYS is set, one admin key, "dev-admin-key"; unless
+# SMTP_HOST is set, email goes to a local SMTP sink that keeps it in $(MAILDIR) (README).
+SMTP_SINK_PORT ?= 1025
+MAILDIR ?= var/maildir
+
 run: db  ## the API on http://127.0.0.1:8000 with the migrator and a worker embedded
+	@if [ -z "$$SMTP_HOST" ]; then \
+	  $(PY) -m app.handlers.smtp_sink --port $(SMTP_SINK_PORT) --maildir $(MAILDIR) & \
+	  trap "kill $$! 2>/dev/null" EXIT; \
+	  export SMTP_HOST=127.0.0.1 SMTP_PORT=$(SMTP_SINK_PORT) SMTP_TLS=none; \
+	fi; \
 	API_KEYS="$${API_KEYS:-dev:admin:dev-admin-key}" \
 	  $(PY) -m app --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
