@@ -58,7 +58,8 @@ def make_redis(settings: Settings) -> aioredis.Redis:
         "max_connections": max(16, settings.db_pool_max_size * 2),
     }
     if not settings.redis_sentinels:
-        return aioredis.Redis.from_url(settings.redis_url, **options)
+        client: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, **options)
+        return client
     url = urlsplit(settings.redis_url)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         settings.sentinel_addresses,

@@ -141,7 +141,7 @@ async def fill_redis(redis: aioredis.Redis, keys: Keys) -> None:
                     for label in WAIT_BUCKETS:
                         fields[f"wait_seconds|{label}|{q}"] = 3 + i % 5
                 key = keys.metric_history(resolution, last - i * resolution)
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, ttl)
         for w in range(WORKERS):
             worker_id = f"bench-worker-{w}"

@@ -56,7 +56,7 @@ class SentinelGroup:
             info = client.info("replication")
         finally:
             client.close()
-        return info.get("master_link_status") == "up"
+        return bool(info.get("master_link_status") == "up")
 
     def master_port(self) -> int | None:
         """The primary's port as the first Sentinel that answers sees it."""
