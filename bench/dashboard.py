@@ -164,6 +164,8 @@ def pages(job_ids: dict[str, str]) -> dict[str, str]:
         "jobs, failed": "/dashboard/jobs?status=failed",
         "jobs, running": "/dashboard/jobs?status=running",
         "jobs, queue + queued": "/dashboard/jobs?queue_name=bounce:process&status=queued",
+        # Fewer than a page of matches: the listing reads the queue's whole index.
+        "jobs, queue + running": "/dashboard/jobs?queue_name=warmup:process&status=running",
         "jobs, created range": (
             f"/dashboard/jobs?created_from={two_hours_ago}&created_to={hour_ago}"
         ),
