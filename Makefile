@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # pip: requirements/dev.txt here and in CI, requirements/runtime.txt in the Docker image.
 LOCKS := uv.lock requirements/runtime.txt requirements/dev.txt
 
-.PHONY: install lock db run worker migrator test chaos bench lint format clean up down
+.PHONY: install lock chromium db run worker migrator test chaos bench bench-dashboard lint format clean up down
 
 # Exactly the locked versions (hashes checked), then the project itself without deps.
 $(STAMP): pyproject.toml $(LOCKS)
@@ -51,7 +51,17 @@ worker: db  ## workers only (scale out)
 migrator: db  ## the migrator only
 	$(PY) -m app.migrator
 
-test: install  ## the whole suite, on its own database and Redis prefix
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright: its own
+# browser download cannot reach its servers from these machines, and is not needed.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:  ## Debian's chromium for the browser tests, installed with apt-get if missing
+	@test -x $(CHROMIUM) || { echo "installing chromium for the browser tests (apt-get)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium  ## the whole suite, on its own database and Redis prefix
 	$(PY) -m pytest -q
 
 chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a flush
@@ -59,6 +69,9 @@ chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a
 
 bench: install  ## the benchmark on its own database and Redis prefix (BENCH_ARGS=--quick)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-dashboard: install  ## server time of every dashboard page with 1,000,000 jobs (BENCH_ARGS=--rows N)
+	$(PY) -m bench.dashboard $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

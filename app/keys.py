@@ -75,6 +75,11 @@ class Keys:
         """Hash of a histogram: fields `<queue>|<bucket bound>`, `<queue>|sum`, `<queue>|count`."""
         return f"{self.prefix}metrics:histogram:{name}"
 
+    def metric_history(self, resolution: int, bucket_start: int) -> str:
+        """Hash of the counters and wait-time buckets of one time bucket (`resolution`
+        seconds starting at epoch second `bucket_start`), with a TTL: the charts' history."""
+        return f"{self.prefix}metrics:history:{resolution}:{bucket_start}"
+
     def epoch_marker(self) -> str:
         """Marker the migrator writes; its absence means Redis lost its data."""
         return f"{self.prefix}epoch"

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api import jobs, metrics
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.dead_letters import routes as dead_letters
+from app.api.docs import ASSETS, install_docs
 from app.api.errors import install_error_handlers
 from app.api.health import routes as health
 from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
@@ -19,6 +21,7 @@ from app.api.limits import RequestLimits
 from app.api.openapi import restore_null_examples
 from app.api.queues import routes as queues
 from app.api.suppressions import routes as suppressions
+from app.dashboard import install_dashboard
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
 from app.runtime import BackgroundServices, Runtime, open_runtime
@@ -68,12 +71,18 @@ def create_app(
             finally:
                 await services.shutdown(settings.shutdown_grace_period)
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load their assets from a CDN (blank offline):
+    # FastAPIOffline mounts the ones its package ships, and app.api.docs serves the pages.
+    app = FastAPIOffline(
         title="hybridq",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        static_url=ASSETS,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.authenticator = authenticator
     install_error_handlers(app)
@@ -94,6 +103,7 @@ def create_app(
     include(health.router, None)  # liveness and readiness stay public
     include(health.admin_router, "admin")
     include(metrics.router, None if settings.metrics_public else "admin")
+    install_dashboard(app, settings, authenticator)  # /dashboard: its own sessions
 
     def openapi() -> dict[str, Any]:
         document = FastAPI.openapi(app)  # built once, then cached

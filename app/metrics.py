@@ -11,6 +11,7 @@ is scraped (see app.api.metrics).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -68,6 +69,12 @@ def bucket_label(bound: float) -> str:
 
 BUCKET_LABELS: Final = tuple(bucket_label(b) for b in BUCKETS)
 
+# The history kept for charts: seconds per bucket -> seconds a bucket's hash lives.
+# Per minute for the last hours, per quarter of an hour for the last day.
+HISTORY_RESOLUTIONS: Final = {60: 3 * 3600, 900: 25 * 3600}
+HISTORY_COUNTERS: Final = frozenset({"created", "completed", "failed", "dead_lettered"})
+HISTORY_HISTOGRAMS: Final = frozenset({"wait_seconds"})
+
 
 def bucket_of(seconds: float) -> str:
     """The label of the smallest bucket whose upper bound holds `seconds`."""
@@ -82,21 +89,42 @@ class MetricsWriter:
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
+        self._history_minute = -1
+        self._history_keys: list[tuple[str, int]] = []
 
     def count(self, pipe: Batch, name: str, queue: str, amount: int = 1) -> None:
         if name not in COUNTERS:
             raise ValueError(f"unknown counter {name!r}")
         if amount:
             pipe.hincrby(self.keys.metric_counter(name), queue, amount)
+            if name in HISTORY_COUNTERS:
+                self._history(pipe, f"{name}|{queue}", amount)
 
     def observe(self, pipe: Batch, name: str, queue: str, seconds: float) -> None:
         if name not in HISTOGRAMS:
             raise ValueError(f"unknown histogram {name!r}")
         seconds = max(0.0, seconds)
         key = self.keys.metric_histogram(name)
-        pipe.hincrby(key, f"{queue}|{bucket_of(seconds)}", 1)
+        bucket = bucket_of(seconds)
+        pipe.hincrby(key, f"{queue}|{bucket}", 1)
         pipe.hincrbyfloat(key, f"{queue}|sum", seconds)
         pipe.hincrby(key, f"{queue}|count", 1)
+        if name in HISTORY_HISTOGRAMS:
+            self._history(pipe, f"{name}|{bucket}|{queue}", 1)
+
+    def _history(self, pipe: Batch, field: str, amount: int) -> None:
+        """Add to the current bucket of each resolution (the Batch sums repeated fields
+        and sends one EXPIRE per key)."""
+        now = int(time.time())
+        if now // 60 != self._history_minute:  # the key names change once a minute
+            self._history_minute = now // 60
+            self._history_keys = [
+                (self.keys.metric_history(resolution, now - now % resolution), ttl)
+                for resolution, ttl in HISTORY_RESOLUTIONS.items()
+            ]
+        for key, ttl in self._history_keys:
+            pipe.hincrby(key, field, amount)
+            pipe.expire(key, ttl)
 
     async def count_now(
         self, redis: aioredis.Redis, name: str, amounts: Iterable[tuple[str, int]]

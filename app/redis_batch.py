@@ -47,6 +47,7 @@ class Batch:
         self._hashes: list[tuple[str, int, dict[str, str]]] = []
         self._ints: Counter[tuple[str, str]] = Counter()
         self._floats: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._expires: dict[str, int] = {}
 
     def hash(self, key: str, fields: dict[str, str], ttl: int) -> None:
         """HSET `fields` on `key`, then EXPIRE it in `ttl` seconds (0: keep its TTL)."""
@@ -57,6 +58,10 @@ class Batch:
 
     def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
         self._floats[(key, field)] += amount
+
+    def expire(self, key: str, ttl: int) -> None:
+        """EXPIRE `key` in `ttl` seconds, once per batch however often it is asked."""
+        self._expires[key] = ttl
 
     def flush(self) -> None:
         """Add the gathered writes to the pipeline (called on exit of `redis_batch`)."""
@@ -69,9 +74,12 @@ class Batch:
                 self.pipe.hincrby(key, field, n)
         for (key, field), x in self._floats.items():
             self.pipe.hincrbyfloat(key, field, x)
+        for key, ttl in self._expires.items():
+            self.pipe.expire(key, ttl)
         self._hashes = []
         self._ints.clear()
         self._floats.clear()
+        self._expires.clear()
 
 
 @contextlib.asynccontextmanager

@@ -176,6 +176,17 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         True, description="Serve GET /metrics without a key (false: an admin key is needed)."
     )
+    dashboard_secret: str = Field(
+        "",
+        description="Secret that signs dashboard sessions and CSRF tokens; give every API "
+        "process the same one. Empty: a random one per process (sessions end at restart).",
+    )
+    dashboard_session_ttl: int = Field(
+        28_800, ge=60, description="Seconds a dashboard login lasts."
+    )
+    dashboard_refresh_seconds: float = Field(
+        5.0, ge=0.5, le=3600, description="Seconds between two auto-refreshes of a live page."
+    )
 
     # Payload safety
     encryption_keys: Annotated[list[str], NoDecode] = Field(

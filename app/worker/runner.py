@@ -363,8 +363,11 @@ class Worker:
                     with bound_job(job_id, job.queue_name, job.attempt, self.worker_id):
                         log.warning("job %s: lease lost; its outcome will be discarded", job_id)
         now = time.time()
+        # The value says what the worker serves, for the dashboard's workers page (the
+        # jobs it runs now are read from PostgreSQL there, not from this stale copy).
+        beat = orjson.dumps({"at": now, "queues": self.queues, "concurrency": self.concurrency})
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.worker_heartbeat(self.worker_id), str(now), ex=ttl)
+            pipe.set(self.keys.worker_heartbeat(self.worker_id), beat, ex=ttl)
             pipe.zadd(self.keys.workers_index(), {self.worker_id: now})
             await pipe.execute()
 
