@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app.api import jobs, metrics
+from app.api import metrics
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.dead_letters import routes as dead_letters
 from app.api.docs import ASSETS, install_docs
 from app.api.errors import install_error_handlers
 from app.api.health import routes as health
+from app.api.jobs import routes as jobs
 from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
 from app.api.limits import RequestLimits
 from app.api.openapi import restore_null_examples
