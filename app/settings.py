@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     shutdown_grace_period: float = Field(
         30.0, ge=0, description="Seconds in-flight jobs get to finish on shutdown."
     )
+    max_snoozes: int = Field(
+        25,
+        ge=0,
+        description="Times a handler may snooze a job (Snooze); one more snooze fails it.",
+    )
 
     # Retries
     backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds (2, 4, 8 …).")

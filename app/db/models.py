@@ -151,6 +151,8 @@ class Job(Base):
     # Idempotency-Key of the request that made the job, and a hash of its canonical body.
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_hash: Mapped[str | None] = mapped_column(Text)
+    # Times a handler snoozed the job (Snooze): not attempts, bounded by MAX_SNOOZES.
+    snooze_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 

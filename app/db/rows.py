@@ -28,6 +28,7 @@ class JobRow:
     lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    snooze_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +157,29 @@ class JobCounts:
     by_queue: dict[str, dict[str, int]]
     by_status: dict[str, int]
     exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PermanentFailed:
+    """The handler said the job can never succeed (PermanentFailure): failed now."""
+
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    error: str
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class Snoozed:
+    """The handler said "not now" (Snooze): queued again after `seconds`, the attempt
+    not spent."""
+
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    seconds: float
+    reason: str
+    queue_name: str = ""  # for metrics only

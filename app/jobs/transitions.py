@@ -58,6 +58,15 @@ TRANSITIONS: Final = (
     _t("running", "queued", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),
     _t("running", "failed", "worker", "hot:FAIL_JOBS", "attempt failed, none left"),
     _t("running", "queued", "worker", "hot:RELEASE_JOBS", "handed back on shutdown"),
+    _t(
+        "running",
+        "failed",
+        "worker",
+        "outcomes:PERMANENT_FAIL_JOBS",
+        "the handler raised PermanentFailure",
+    ),
+    _t("running", "queued", "worker", "outcomes:SNOOZE_JOBS", "the handler snoozed"),
+    _t("running", "failed", "worker", "outcomes:SNOOZE_JOBS", "snoozed past MAX_SNOOZES"),
     _t("running", "queued", "maintenance", "recovery:RESCUE_EXPIRED_LEASES", "lease expired"),
     _t(
         "running",

@@ -30,6 +30,7 @@ from app.crypto import PayloadCipher
 from app.db.hot import JobStore
 from app.db.rows import Claim, Failure, Success
 from app.job_state import JobStateCache
+from app.jobs.outcomes import PermanentFailure, Snooze
 from app.keys import Keys
 from app.logs import bound_job, set_job_context
 from app.loops import Backoff, wait_any
@@ -37,6 +38,7 @@ from app.metrics import MetricsWriter
 from app.redis_batch import redis_batch
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
+from app.worker.outcomes import reported_outcome
 from app.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger("hybridq.worker")
@@ -96,7 +98,11 @@ class Worker:
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(
-            store=store, redis=redis, state=self.state, worker_id=self.worker_id
+            store=store,
+            redis=redis,
+            state=self.state,
+            worker_id=self.worker_id,
+            max_snoozes=settings.max_snoozes,
         )
         self._inflight: dict[uuid.UUID, _InFlight] = {}
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
@@ -271,6 +277,7 @@ class Worker:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         error: str | None = None
+        reported: PermanentFailure | Snooze | None = None
         if handler is None:
             error = f"no handler registered for queue {job.queue_name!r}"
         else:
@@ -280,7 +287,12 @@ class Worker:
                 job = replace(job, payload=self.cipher.decrypt(job.queue_name, job.payload))
                 # asyncio.timeout, not wait_for: no extra task per job.
                 async with asyncio.timeout(timeout):
-                    await self._call(handler, job)
+                    result = await self._call(handler, job)
+                # A handler may return an outcome as well as raise it.
+                if isinstance(result, PermanentFailure | Snooze):
+                    reported = result
+            except (PermanentFailure, Snooze) as exc:
+                reported = exc
             except TimeoutError:
                 error = f"TimeoutError: handler ran longer than {timeout:g}s"
             except asyncio.CancelledError:
@@ -294,6 +306,9 @@ class Worker:
         log.debug(
             "job %s attempt %d ran %.1f ms", job.id, claim.attempt, (time.perf_counter() - t0) * 1e3
         )
+        if reported is not None:
+            await self.recorder.record(reported_outcome(reported, claim, job, started, finished))
+            return
         if error is None:
             await self.recorder.record(
                 Success(

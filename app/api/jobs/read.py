@@ -158,6 +158,7 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         completed_at=job.completed_at,
         failed_at=job.failed_at,
         last_error_message=job.last_error_message,
+        snooze_count=job.snooze_count,
         redis_status=redis_status,
         worker_id=worker_id,
     )

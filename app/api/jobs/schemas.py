@@ -51,6 +51,7 @@ class JobStatusOut(BaseModel):
                     "completed_at": "2026-11-28T09:00:00.131000Z",
                     "failed_at": None,
                     "last_error_message": None,
+                    "snooze_count": 0,
                     "redis_status": "completed",
                     "worker_id": "host-1234-5f2a9c1b",
                 }
@@ -70,6 +71,11 @@ class JobStatusOut(BaseModel):
     completed_at: datetime | None
     failed_at: datetime | None
     last_error_message: str | None
+    snooze_count: int = Field(
+        0,
+        description="Times the handler snoozed the job (each sets run_at and gives the "
+        "attempt back); past MAX_SNOOZES the job fails.",
+    )
     redis_status: str = Field(description="Status in the job:<id> hash, or `not_in_redis`.")
     worker_id: str | None
 
