@@ -21,11 +21,13 @@ from app.db.pool import create_pool
 from app.db.queues import QueueStore
 from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
+from app.db.schedules import ScheduleStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
 from app.maintenance.retention import Retention
+from app.maintenance.scheduler import Clock, Scheduler
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
@@ -68,6 +70,7 @@ class Runtime:
     listings: ListingStore
     queues: QueueStore
     retention: RetentionStore
+    schedules: ScheduleStore
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -89,8 +92,9 @@ class Runtime:
             **overrides,  # type: ignore[arg-type]
         )
 
-    def maintenance(self) -> Maintenance:
-        """The periodic tasks that run beside every migrator."""
+    def maintenance(self, clock: Clock | None = None) -> Maintenance:
+        """The periodic tasks that run beside every migrator (`clock`: the scheduler's,
+        for tests)."""
         tasks: list[PeriodicTask] = [
             LeaseRescue(self.recovery, self.settings),
             RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
@@ -100,6 +104,7 @@ class Runtime:
                 keys=self.keys,
                 settings=self.settings,
             ),
+            Scheduler(self.schedules, self.settings, clock),
         ]
         return Maintenance(tasks)
 
@@ -136,7 +141,12 @@ async def open_runtime(
     redis = make_redis(settings)
     try:
         store = JobStore(pool)
-        await store.ensure_queues(registry.queue_names())
+        schedules = ScheduleStore(pool)
+        declared = registry.schedules()
+        await store.ensure_queues(
+            sorted({*registry.queue_names(), *(s.queue_name for s in declared)})
+        )
+        await schedules.sync_code(declared)
         await warn_if_redis_can_evict(redis)
         yield Runtime(
             settings=settings,
@@ -152,6 +162,7 @@ async def open_runtime(
             listings=ListingStore(pool),
             queues=QueueStore(pool),
             retention=RetentionStore(pool),
+            schedules=schedules,
         )
     finally:
         await redis.aclose()

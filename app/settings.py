@@ -109,6 +109,24 @@ class Settings(BaseSettings):
         description="A job migrated this long ago and in no Redis list is queued again.",
     )
 
+    # Periodic jobs (the scheduler runs beside every migrator)
+    scheduler_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait of the scheduler between passes (it wakes for the next "
+        "tick; this bounds how late it sees a new or changed schedule).",
+    )
+    schedule_catch_up: Literal["latest", "skip"] = Field(
+        "latest",
+        description="After downtime: `latest` runs a schedule's latest missed tick once; "
+        "`skip` passes over a tick found later than SCHEDULE_MISFIRE_GRACE.",
+    )
+    schedule_misfire_grace: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds after its time that a tick still counts as on time.",
+    )
+
     # Access control
     auth_enabled: bool = Field(
         True, description="Require API keys (a start with no API_KEYS is refused)."

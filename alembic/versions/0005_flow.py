@@ -1,4 +1,5 @@
-"""Time and flow (issue 14): snoozes counted per job.
+"""Time and flow (issue 14): snoozes counted per job; periodic jobs (schedules and the
+ticks they made, one job per tick by the primary key of schedule_ticks).
 
 Additive only: old processes keep working against this schema (the new column has a
 default and nothing old reads it).
@@ -12,11 +13,15 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0005_flow"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+TZ = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -26,6 +31,56 @@ def upgrade() -> None:
         sa.Column("snooze_count", sa.Integer(), nullable=False, server_default=sa.text("0")),
     )
 
+    op.create_table(
+        "schedules",
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("queue_name", sa.String(100), nullable=False),
+        sa.Column("cron", sa.Text(), nullable=False),
+        sa.Column("timezone", sa.Text(), nullable=False, server_default="UTC"),
+        sa.Column(
+            "payload",
+            postgresql.JSONB(astext_type=sa.Text()),
+            nullable=False,
+            server_default=sa.text("'{}'::jsonb"),
+        ),
+        sa.Column("priority", sa.Integer(), nullable=True),
+        sa.Column("max_attempts", sa.Integer(), nullable=False, server_default=sa.text("3")),
+        sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.text("true")),
+        sa.Column("source", sa.String(10), nullable=False, server_default="api"),
+        sa.Column("ticks_from", TZ, nullable=False, server_default=sa.text("now()")),
+        sa.Column("last_tick", TZ, nullable=True),
+        sa.Column("last_job_id", postgresql.UUID(as_uuid=True), nullable=True),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.text("now()")),
+        sa.Column("updated_at", TZ, nullable=False, server_default=sa.text("now()")),
+        sa.CheckConstraint("source IN ('code', 'api')", name="ck_schedules_source"),
+        sa.CheckConstraint("max_attempts >= 1", name="ck_schedules_max_attempts"),
+        sa.ForeignKeyConstraint(
+            ["queue_name"],
+            ["job_queues.name"],
+            name="fk_schedules_queue_name_job_queues",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("name", name="pk_schedules"),
+    )
+    op.create_table(
+        "schedule_ticks",
+        sa.Column("schedule_name", sa.String(100), nullable=False),
+        sa.Column("tick", TZ, nullable=False),
+        sa.Column("job_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("created_at", TZ, nullable=False, server_default=sa.text("now()")),
+        sa.ForeignKeyConstraint(
+            ["schedule_name"],
+            ["schedules.name"],
+            name="fk_schedule_ticks_schedule_name_schedules",
+            ondelete="CASCADE",
+        ),
+        # One job per tick, however many schedulers run: the insert of a tick that
+        # exists already does nothing.
+        sa.PrimaryKeyConstraint("schedule_name", "tick", name="pk_schedule_ticks"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("schedule_ticks")
+    op.drop_table("schedules")
     op.drop_column("jobs", "snooze_count")

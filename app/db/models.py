@@ -179,6 +179,52 @@ class JobLog(Base):
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 
 
+class Schedule(Base):
+    """A periodic job: each tick of `cron` (read in `timezone`) creates one job."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint("source IN ('code', 'api')", name="source"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    queue_name: Mapped[str] = mapped_column(
+        String(100), ForeignKey("job_queues.name", ondelete="CASCADE"), nullable=False
+    )
+    cron: Mapped[str] = mapped_column(Text, nullable=False)
+    timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    priority: Mapped[int | None] = mapped_column(Integer)  # NULL: the queue's default
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    # `code`: declared with the handler (stored again at every start); `api`: by an operator.
+    source: Mapped[str] = mapped_column(String(10), nullable=False, server_default="api")
+    # Ticks at or before this are never run: set at creation, when enabled again, and when
+    # the cron expression or time zone changes, so none of these runs a past tick.
+    ticks_from: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    last_tick: Mapped[datetime | None] = mapped_column(TZ)
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class ScheduleTick(Base):
+    """A tick that created its job: the primary key makes it one job per tick, however
+    many schedulers run."""
+
+    __tablename__ = "schedule_ticks"
+
+    schedule_name: Mapped[str] = mapped_column(
+        String(100), ForeignKey("schedules.name", ondelete="CASCADE"), primary_key=True
+    )
+    tick: Mapped[datetime] = mapped_column(TZ, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
 class AnalyticsJob(Base):
     __tablename__ = "analytics_jobs"
     __table_args__ = (Index("idx_analytics_jobs_type_status", "job_type", "status", "queued_at"),)

@@ -183,3 +183,35 @@ class Snoozed:
     seconds: float
     reason: str
     queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A periodic job's schedule, with the status of the last job it created."""
+
+    name: str
+    queue_name: str
+    cron: str
+    timezone: str
+    payload: dict[str, Any]
+    priority: int | None
+    max_attempts: int
+    enabled: bool
+    source: str
+    ticks_from: datetime
+    last_tick: datetime | None
+    last_job_id: uuid.UUID | None
+    last_job_status: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueSchedule:
+    """What the scheduler needs of an enabled schedule."""
+
+    name: str
+    cron: str
+    timezone: str
+    ticks_from: datetime
+    last_tick: datetime | None

@@ -52,6 +52,7 @@ def _t(
 TRANSITIONS: Final = (
     _t(None, "queued", "producer", "inserts:INSERT_ONE_JOB", "a job is created (one)"),
     _t(None, "queued", "producer", "inserts:INSERT_JOBS", "jobs are created (a batch)"),
+    _t(None, "queued", "maintenance", "schedules:FIRE_TICK", "a schedule's tick is due"),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),
     _t("migrated_to_redis", "running", "worker", "hot:CLAIM_JOBS", "popped and claimed"),
     _t("running", "completed", "worker", "hot:COMPLETE_JOBS", "the handler returned"),

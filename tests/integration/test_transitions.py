@@ -36,6 +36,7 @@ DB_MODULES = (
     "listings",
     "queues",
     "retention",
+    "schedules",
 )
 WRITES_JOBS = re.compile(r"\b(UPDATE jobs|INSERT INTO jobs|DELETE FROM jobs)\b")
 
@@ -170,6 +171,7 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
         )
     ),
     "outcomes:SNOOZE_JOBS": None,  # type: ignore[dict-item]  # needs snoozed jobs: below
+    "schedules:FIRE_TICK": None,  # type: ignore[dict-item]  # needs a schedule: below
     "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
     "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
     "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
@@ -208,7 +210,16 @@ async def snooze(conn: Connection, jobs: Jobs) -> None:
     )
 
 
+async def fire_tick(conn: Connection, jobs: Jobs) -> None:
+    await conn.execute(
+        "INSERT INTO schedules (name, queue_name, cron) VALUES ('t-every-minute', $1, '* * * * *')",
+        QUEUE,
+    )
+    await conn.fetch(sql("schedules:FIRE_TICK"), "t-every-minute", HOUR_AGO)
+
+
 CUSTOM_RUNNERS: dict[str, Runner] = {
+    "schedules:FIRE_TICK": fire_tick,
     "recovery:REQUEUE_MIGRATED": requeue_migrated,
     "outcomes:SNOOZE_JOBS": snooze,
 }
