@@ -34,8 +34,9 @@ lists; workers run the handler registered for the queue and record every attempt
 
 Lifecycle: `queued → migrated_to_redis → running → completed`; a failed attempt with
 attempts left goes back to `queued` with a later `run_at`; with none left, `failed` (the
-dead letters), which an operator may replay (`queued`) or discard (`discarded`). A queued
-or migrated job may be cancelled (`cancelled`).
+dead letters), which an operator may replay (`queued`) or discard (`discarded`). A job
+may be cancelled (`cancelled`): at once if it has not started, by its worker if it runs.
+Periodic jobs are made by `/schedules`.
 
 Lists are cursor-paginated: pass `next_cursor` back as `cursor`. Input errors are 4xx
 with `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`; 404 and 409 are

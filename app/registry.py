@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -39,6 +40,16 @@ class Job:
     attempt: int
     max_attempts: int
     priority: int
+    # Set by the worker when the job is cancelled while it runs (POST /jobs/{id}/cancel).
+    cancel_event: threading.Event = field(
+        default_factory=threading.Event, repr=False, compare=False
+    )
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the job was asked to stop: a sync handler should check it and
+        return; an async handler is cancelled (asyncio.CancelledError) instead."""
+        return self.cancel_event.is_set()
 
 
 HandlerFunc = Callable[[Job], Awaitable[Any]] | Callable[[Job], Any]

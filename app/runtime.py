@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
+from app.db.cancels import CancelStore
 from app.db.hot import JobStore
 from app.db.inserts import InsertStore
 from app.db.listings import ListingStore
@@ -24,6 +25,7 @@ from app.db.retention import RetentionStore
 from app.db.schedules import ScheduleStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
+from app.maintenance.cancels import AbandonedCancels
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
 from app.maintenance.retention import Retention
@@ -71,6 +73,7 @@ class Runtime:
     queues: QueueStore
     retention: RetentionStore
     schedules: ScheduleStore
+    cancels: CancelStore
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -96,6 +99,7 @@ class Runtime:
         """The periodic tasks that run beside every migrator (`clock`: the scheduler's,
         for tests)."""
         tasks: list[PeriodicTask] = [
+            AbandonedCancels(self.cancels, self.settings),
             LeaseRescue(self.recovery, self.settings),
             RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
             Retention(
@@ -163,6 +167,7 @@ async def open_runtime(
             queues=QueueStore(pool),
             retention=RetentionStore(pool),
             schedules=schedules,
+            cancels=CancelStore(pool),
         )
     finally:
         await redis.aclose()

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     shutdown_grace_period: float = Field(
         30.0, ge=0, description="Seconds in-flight jobs get to finish on shutdown."
     )
+    cancel_wait: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Seconds POST /jobs/{id}/cancel of a running job waits for its worker "
+        "to stop it before answering 202 (request recorded).",
+    )
     max_snoozes: int = Field(
         25,
         ge=0,

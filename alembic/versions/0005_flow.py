@@ -1,5 +1,5 @@
-"""Time and flow (issue 14): snoozes counted per job; periodic jobs (schedules and the
-ticks they made, one job per tick by the primary key of schedule_ticks).
+"""Time and flow (issue 14): snoozes counted per job; cancel requests of running jobs;
+periodic jobs (schedules and their ticks, one job per tick by schedule_ticks' key).
 
 Additive only: old processes keep working against this schema (the new column has a
 default and nothing old reads it).
@@ -30,6 +30,13 @@ def upgrade() -> None:
         "jobs",
         sa.Column("snooze_count", sa.Integer(), nullable=False, server_default=sa.text("0")),
     )
+
+    # A cancel asked of a running job: who asked, why; its worker stops it and ends it
+    # `cancelled` (the request is on the row so a worker that missed the message sees it
+    # with its next heartbeat).
+    op.add_column("jobs", sa.Column("cancel_requested_at", TZ, nullable=True))
+    op.add_column("jobs", sa.Column("cancel_requested_by", sa.Text(), nullable=True))
+    op.add_column("jobs", sa.Column("cancel_reason", sa.Text(), nullable=True))
 
     op.create_table(
         "schedules",
@@ -83,4 +90,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("schedule_ticks")
     op.drop_table("schedules")
+    op.drop_column("jobs", "cancel_reason")
+    op.drop_column("jobs", "cancel_requested_by")
+    op.drop_column("jobs", "cancel_requested_at")
     op.drop_column("jobs", "snooze_count")

@@ -153,6 +153,10 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(Text)
     # Times a handler snoozed the job (Snooze): not attempts, bounded by MAX_SNOOZES.
     snooze_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # A cancel asked of the running job (POST /jobs/{id}/cancel): when, by whom, why.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(TZ)
+    cancel_requested_by: Mapped[str | None] = mapped_column(Text)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 

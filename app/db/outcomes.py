@@ -1,7 +1,10 @@
-"""The handler outcomes beyond success and a failed attempt: a permanent failure and a
-snooze. Each is one statement, fenced like FAIL_JOBS by (status running, worker_id,
-attempt_count), that changes the job and writes its job_logs row together, so an outcome
-of a worker that lost its lease (or of a job cancelled meanwhile) changes nothing.
+"""The handler outcomes beyond success and a failed attempt: a permanent failure, a
+snooze, and a job stopped because it was cancelled. Each is one statement, fenced like
+FAIL_JOBS by (status running, worker_id, attempt_count), that changes the job and writes
+its job_logs row together, so an outcome of a worker that lost its lease (or of a job
+cancelled meanwhile) changes nothing. Every outcome but the cancel itself also needs
+that no cancel was asked: an outcome reported after the request is discarded, and the
+recorder ends the job `cancelled` instead.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from app.db.rows import FailureResult, PermanentFailed, Snoozed
+from app.db.rows import CancelledRun, FailureResult, PermanentFailed, Snoozed
 
 # running -> failed whatever attempts are left.
 PERMANENT_FAIL_JOBS = """
@@ -27,7 +30,7 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $6
-      AND j.attempt_count = i.attempt
+      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, i.attempt, i.started, i.finished, i.error
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
@@ -64,7 +67,7 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $8
-      AND j.attempt_count = i.attempt
+      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, j.snooze_count, j.last_error_message,
               i.attempt, i.started, i.finished, i.seconds, i.reason
 ), logged AS (
@@ -76,6 +79,29 @@ WITH input AS (
                 ELSE 'snoozed for ' || seconds || 's (' || snooze_count || ' of '
                      || $7 || '): ' || reason || ' (again at ' || run_at::text || ')' END,
            attempt, $8, started, finished, finished - started
+    FROM done
+)
+SELECT id, status, run_at FROM done
+"""
+
+# running -> cancelled: the worker stopped the handler because a cancel was asked (the
+# request is on the row); the log row names who asked, and why.
+CANCEL_RUNNING_JOBS = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+        AS t(id, attempt, started, finished)
+), done AS (
+    UPDATE jobs j SET status = 'cancelled', lease_expires_at = NULL, updated_at = now()
+    FROM input i
+    WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $5
+      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NOT NULL
+    RETURNING j.id, j.status, j.run_at, j.cancel_requested_by, j.cancel_reason,
+              i.attempt, i.started, i.finished
+), logged AS (
+    INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id, actor,
+                          started_at, finished_at, duration)
+    SELECT id, 'cancelled', coalesce(cancel_reason, 'cancelled') || ' (stopped while running)',
+           attempt, $5, cancel_requested_by, started, finished, finished - started
     FROM done
 )
 SELECT id, status, run_at FROM done
@@ -121,6 +147,22 @@ class OutcomeStore:
             [s.seconds for s in snoozed],
             [s.reason for s in snoozed],
             max_snoozes,
+            worker_id,
+        )
+        return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
+
+    async def cancel_running(
+        self, worker_id: str, stopped: Sequence[CancelledRun]
+    ) -> list[FailureResult]:
+        """running -> cancelled for the stopped jobs whose fence holds."""
+        if not stopped:
+            return []
+        rows = await self.pool.fetch(
+            CANCEL_RUNNING_JOBS,
+            [s.job_id for s in stopped],
+            [s.attempt for s in stopped],
+            [s.started_at for s in stopped],
+            [s.finished_at for s in stopped],
             worker_id,
         )
         return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]

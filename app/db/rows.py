@@ -29,6 +29,7 @@ class JobRow:
     created_at: datetime
     updated_at: datetime
     snooze_count: int = 0
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,3 +216,25 @@ class DueSchedule:
     timezone: str
     ticks_from: datetime
     last_tick: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledRun:
+    """A running job its worker stopped because a cancel was asked."""
+
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A cancel recorded on a running job: its worker still has to stop it."""
+
+    id: uuid.UUID
+    queue_name: str
+    status: str
+    attempt_count: int
+    worker_id: str | None

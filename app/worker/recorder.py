@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from app.batcher import Batcher
 from app.db.hot import JobStore
 from app.db.outcomes import OutcomeStore
-from app.db.rows import Failure, PermanentFailed, Snoozed, Success
+from app.db.rows import CancelledRun, Failure, PermanentFailed, Snoozed, Success
 from app.job_state import JobStateCache
 from app.logs import bound_job
 from app.metrics import MetricsWriter
@@ -25,7 +25,7 @@ from app.redis_batch import Batch, redis_batch
 
 log = logging.getLogger("hybridq.worker")
 
-Outcome = Success | Failure | PermanentFailed | Snoozed
+Outcome = Success | Failure | PermanentFailed | Snoozed | CancelledRun
 
 # Seconds a stopping worker waits for its pending outcomes to be written; after that
 # they are abandoned and their jobs come back when their leases expire.
@@ -87,6 +87,20 @@ class OutcomeRecorder:
         snoozed = [o for o in batch if isinstance(o, Snoozed)]
         for result in await self.outcomes.snooze(self.worker_id, snoozed, self.max_snoozes):
             status[result.job_id] = result.status
+        stopped = [o for o in batch if isinstance(o, CancelledRun)]
+        for result in await self.outcomes.cancel_running(self.worker_id, stopped):
+            status[result.job_id] = result.status
+        # An outcome refused because a cancel was asked after this worker last looked:
+        # the job ends cancelled, and the outcome is discarded (one more statement, only
+        # when some outcome was refused).
+        refused = [o for o in batch if o.job_id not in status and not isinstance(o, CancelledRun)]
+        if refused:
+            late = [
+                CancelledRun(o.job_id, o.attempt, o.started_at, o.finished_at, o.queue_name)
+                for o in refused
+            ]
+            for result in await self.outcomes.cancel_running(self.worker_id, late):
+                status[result.job_id] = result.status
         answers: list[str | None] = []
         for outcome in batch:
             answer = status.get(outcome.job_id)
@@ -109,7 +123,14 @@ class OutcomeRecorder:
                 for outcome, status in zip(batch, answers, strict=True):
                     if not isinstance(status, str):
                         continue
-                    if isinstance(outcome, Success):
+                    if status == "cancelled" or isinstance(outcome, CancelledRun):
+                        # Stopped on a cancel (or its outcome came after the request).
+                        self.state.operator_changed(pipe, outcome.job_id, status, outcome.attempt)
+                        self.metrics.count(pipe, "cancelled", outcome.queue_name)
+                        # The API may be waiting to answer "stopped" (app.worker.cancels).
+                        ack = self.state.keys.cancel_ack_channel(str(outcome.job_id))
+                        pipe.pipe.publish(ack, b"cancelled")
+                    elif isinstance(outcome, Success):
                         self.state.completed(
                             pipe, outcome.job_id, outcome.finished_at, outcome.attempt
                         )

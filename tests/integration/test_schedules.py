@@ -117,7 +117,7 @@ async def test_with_catch_up_skip_a_missed_tick_makes_no_job(runtime: Runtime) -
     clock.now = datetime(2026, 6, 1, 15, 20, tzinfo=UTC)
     assert await Scheduler(rt.schedules, rt.settings, clock).run_once() == 0
     assert list(await jobs_by_tick(rt, "hourly")) == [datetime(2026, 6, 1, 13, tzinfo=UTC)]
-    last = await rt.pool.fetchval("SELECT last_tick FROM schedules")
+    last = await rt.pool.fetchval("SELECT last_tick FROM schedules WHERE name = 'hourly'")
     assert last == datetime(2026, 6, 1, 15, tzinfo=UTC)
     clock.now = datetime(2026, 6, 1, 16, 0, 1, tzinfo=UTC)  # the next tick, on time
     assert await scheduler.run_once() == 1

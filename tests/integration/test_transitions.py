@@ -30,6 +30,7 @@ WORKER = "w-1"
 DB_MODULES = (
     "hot",
     "outcomes",
+    "cancels",
     "recovery",
     "inserts",
     "actions",
@@ -172,6 +173,9 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
     ),
     "outcomes:SNOOZE_JOBS": None,  # type: ignore[dict-item]  # needs snoozed jobs: below
     "schedules:FIRE_TICK": None,  # type: ignore[dict-item]  # needs a schedule: below
+    "cancels:REQUEST_CANCEL": each(lambda i: (i, "why", "key:t")),
+    "outcomes:CANCEL_RUNNING_JOBS": None,  # type: ignore[dict-item]  # needs requests: below
+    "cancels:CANCEL_ABANDONED": None,  # type: ignore[dict-item]  # needs requests: below
     "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
     "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
     "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
@@ -218,7 +222,27 @@ async def fire_tick(conn: Connection, jobs: Jobs) -> None:
     await conn.fetch(sql("schedules:FIRE_TICK"), "t-every-minute", HOUR_AGO)
 
 
+async def cancel_running(conn: Connection, jobs: Jobs) -> None:
+    await conn.execute("UPDATE jobs SET cancel_requested_at = now()")
+    n = len(jobs)
+    await conn.fetch(
+        sql("outcomes:CANCEL_RUNNING_JOBS"),
+        ids(jobs),
+        [1] * n,
+        [HOUR_AGO] * n,
+        [HOUR_AGO] * n,
+        WORKER,
+    )
+
+
+async def cancel_abandoned(conn: Connection, jobs: Jobs) -> None:
+    await conn.execute("UPDATE jobs SET cancel_requested_at = now()")
+    await conn.fetch(sql("cancels:CANCEL_ABANDONED"), 100)
+
+
 CUSTOM_RUNNERS: dict[str, Runner] = {
+    "outcomes:CANCEL_RUNNING_JOBS": cancel_running,
+    "cancels:CANCEL_ABANDONED": cancel_abandoned,
     "schedules:FIRE_TICK": fire_tick,
     "recovery:REQUEUE_MIGRATED": requeue_migrated,
     "outcomes:SNOOZE_JOBS": snooze,

@@ -159,6 +159,7 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         failed_at=job.failed_at,
         last_error_message=job.last_error_message,
         snooze_count=job.snooze_count,
+        cancel_requested_at=job.cancel_requested_at,
         redis_status=redis_status,
         worker_id=worker_id,
     )

@@ -52,6 +52,7 @@ class JobStatusOut(BaseModel):
                     "failed_at": None,
                     "last_error_message": None,
                     "snooze_count": 0,
+                    "cancel_requested_at": None,
                     "redis_status": "completed",
                     "worker_id": "host-1234-5f2a9c1b",
                 }
@@ -75,6 +76,10 @@ class JobStatusOut(BaseModel):
         0,
         description="Times the handler snoozed the job (each sets run_at and gives the "
         "attempt back); past MAX_SNOOZES the job fails.",
+    )
+    cancel_requested_at: datetime | None = Field(
+        None,
+        description="When a cancel was asked while the job ran (its worker then stops it).",
     )
     redis_status: str = Field(description="Status in the job:<id> hash, or `not_in_redis`.")
     worker_id: str | None
