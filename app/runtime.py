@@ -150,7 +150,10 @@ async def open_runtime(
         await store.ensure_queues(
             sorted({*registry.queue_names(), *(s.queue_name for s in declared)})
         )
-        await schedules.sync_code(declared)
+        # Their payloads are stored sealed, as every job's is (ENCRYPTED_FIELDS).
+        await schedules.sync_code(
+            declared, [cipher.encrypt(s.queue_name, s.payload) for s in declared]
+        )
         await warn_if_redis_can_evict(redis)
         yield Runtime(
             settings=settings,

@@ -196,8 +196,11 @@ class ScheduleStore:
     async def delete(self, name: str) -> bool:
         return await self.pool.fetchval(DELETE_SCHEDULE, name) is not None
 
-    async def sync_code(self, specs: Sequence[ScheduleSpec]) -> None:
-        """Store the schedules declared in code (their queues must exist)."""
+    async def sync_code(
+        self, specs: Sequence[ScheduleSpec], payloads: Sequence[dict[str, Any]]
+    ) -> None:
+        """Store the schedules declared in code (their queues must exist), with their
+        payloads as stored (`payloads`, sealed)."""
         if not specs:
             return
         await self.pool.execute(
@@ -206,7 +209,7 @@ class ScheduleStore:
             [s.queue_name for s in specs],
             [s.cron.expression for s in specs],
             [s.cron.timezone for s in specs],
-            [s.payload for s in specs],
+            list(payloads),
             [s.priority for s in specs],
             [s.max_attempts for s in specs],
         )

@@ -11,7 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
+from pydantic import BaseModel
 
+from app.crypto import PayloadCipher
 from app.maintenance.scheduler import Scheduler
 from app.registry import HandlerRegistry
 from app.runtime import Runtime, open_runtime
@@ -269,3 +272,33 @@ async def test_bad_schedules_get_a_422_naming_the_field(
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", field]
     assert (await client.get("/schedules")).json()["items"][0]["cron"] == "0 2 * * *"
+
+
+async def test_a_schedule_payload_is_checked_and_sealed_like_a_job_payload(
+    runtime: Runtime, registry: HandlerRegistry, client: httpx.AsyncClient
+) -> None:
+    rt = runtime
+
+    class Report(BaseModel):
+        scope: str
+
+    @registry.handler("t-typed", payload_model=Report)
+    async def report(job: Any) -> None: ...
+
+    await add_queue(rt, "t-typed")
+    body = {"name": "t-report", "queue_name": "t-typed", "cron": "0 6 * * *"}
+    bad = await client.post("/schedules", json={**body, "payload": {"scope": 42}})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["detail"][0]["loc"] == ["body", "payload", "scope"]
+
+    # Sensitive fields are stored encrypted, in the schedule and in each job it makes.
+    rt.cipher = PayloadCipher([Fernet.generate_key().decode()], {"t-typed": ["scope"]})
+    created = await client.post("/schedules", json={**body, "payload": {"scope": "vip"}})
+    assert created.status_code == 201, created.text
+    stored = await rt.pool.fetchval("SELECT payload FROM schedules WHERE name = 't-report'")
+    assert "vip" not in str(stored)
+    tick = datetime.fromisoformat(created.json()["next_run_at"])
+    await Scheduler(rt.schedules, rt.settings, FakeClock(tick)).run_once()
+    job_payload = await rt.pool.fetchval("SELECT payload FROM jobs WHERE queue_name = 't-typed'")
+    assert "vip" not in str(job_payload)
+    assert rt.cipher.decrypt("t-typed", job_payload) == {"scope": "vip"}
