@@ -43,13 +43,14 @@ WHERE id = ANY($1::uuid[]) AND status = 'running' AND worker_id = $2
 
 # Jobs asked to stop that no worker will stop: running with an expired lease (the worker
 # died after the request), or handed back to the queue before the worker saw it. They
-# end cancelled rather than run again. Bounded by $1, like every maintenance pass.
+# end cancelled rather than run again. Bounded by $1, like every maintenance pass, and
+# read through idx_jobs_cancel_pending (only jobs with a pending request).
 CANCEL_ABANDONED = """
 WITH target AS (
     SELECT id FROM jobs
     WHERE cancel_requested_at IS NOT NULL
-      AND (status IN ('queued', 'migrated_to_redis')
-           OR (status = 'running' AND lease_expires_at < now()))
+      AND status IN ('queued', 'migrated_to_redis', 'running')
+      AND (status <> 'running' OR lease_expires_at < now())
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), done AS (

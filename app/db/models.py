@@ -123,6 +123,15 @@ class Job(Base):
             postgresql_where=text("status = 'failed'"),
         ),
         # Job listing (GET /jobs), newest first, with or without a queue.
+        # Cancels asked and not yet carried out (maintenance's abandoned-cancel pass).
+        Index(
+            "idx_jobs_cancel_pending",
+            "status",
+            postgresql_where=text(
+                "cancel_requested_at IS NOT NULL "
+                "AND status IN ('queued', 'migrated_to_redis', 'running')"
+            ),
+        ),
         Index("idx_jobs_created", "created_at", "id"),
         Index("idx_jobs_queue_created", "queue_name", "created_at", "id"),
     )
