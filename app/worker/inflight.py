@@ -28,7 +28,7 @@ class InFlight:
         if self.recording or self.cancel_requested:
             return False
         self.cancel_requested = True
-        self.job.cancel_event.set()
+        self.job.cancel_flag.requested = True
         if is_async and self.started:
             self.task.cancel()
         return True
