@@ -10,6 +10,14 @@ from app.jobs.outcomes import PermanentFailure, Snooze
 from app.registry import Job
 
 ERROR_MAX = 10_000
+# A snooze longer than this is cut to it: PostgreSQL's intervals and timestamps end
+# somewhere, and an outcome that cannot be written would hold up the recorder's batch.
+SNOOZE_MAX_SECONDS = 366 * 86_400.0
+
+
+def _text(value: str) -> str:
+    """As PostgreSQL text can hold it (no NUL), at most ERROR_MAX characters."""
+    return value.replace("\x00", "")[:ERROR_MAX]
 
 
 def reported_outcome(
@@ -27,8 +35,8 @@ def reported_outcome(
             attempt=claim.attempt,
             started_at=started,
             finished_at=finished,
-            seconds=reported.seconds,
-            reason=(reported.reason or "snoozed")[:ERROR_MAX],
+            seconds=min(reported.seconds, SNOOZE_MAX_SECONDS),
+            reason=_text(reported.reason or "snoozed"),
             queue_name=job.queue_name,
         )
     message = str(reported) or "permanent failure"
@@ -37,6 +45,6 @@ def reported_outcome(
         attempt=claim.attempt,
         started_at=started,
         finished_at=finished,
-        error=f"PermanentFailure: {message}"[:ERROR_MAX],
+        error=_text(f"PermanentFailure: {message}"),
         queue_name=job.queue_name,
     )

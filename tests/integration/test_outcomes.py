@@ -141,3 +141,29 @@ async def test_past_max_snoozes_the_job_fails(runtime: Runtime, registry: Handle
         ("snoozed", 1),
         ("failed", 1),
     ]
+
+
+async def test_outcomes_that_postgresql_could_not_hold_are_made_storable(
+    runtime: Runtime, registry: HandlerRegistry
+) -> None:
+    """A snooze of a million years is cut to a year, a NUL in a reason is dropped: the
+    outcome is written (an unwritable one would hold up the recorder's batch)."""
+    rt = runtime
+
+    @registry.handler("t-odd")
+    async def odd(job: Job) -> None:
+        if job.payload["kind"] == "snooze":
+            raise Snooze(1e13, "far\x00away")
+        raise PermanentFailure("nul\x00byte")
+
+    await add_queue(rt, "t-odd")
+    snoozed = await create_job(rt, "t-odd", {"kind": "snooze"})
+    failed = await create_job(rt, "t-odd", {"kind": "fail"})
+    await rt.migrator().move_due_jobs()
+    await rt.worker(burst=True).run()
+
+    row = await job_row(rt, snoozed)
+    assert row["status"] == "queued"
+    assert 365 <= (row["run_at"] - datetime.now(UTC)).days <= 366
+    row = await job_row(rt, failed)
+    assert (row["status"], row["last_error_message"]) == ("failed", "PermanentFailure: nulbyte")
