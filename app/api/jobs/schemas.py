@@ -189,8 +189,9 @@ class JobLogOut(BaseModel):
 
     id: uuid.UUID
     status: str = Field(
-        description="An attempt's outcome (completed, failed, interrupted) or an operator's "
-        "action (replayed, cancelled, discarded)."
+        description="An attempt's outcome (completed, failed, snoozed, interrupted, or "
+        "cancelled: stopped while running) or an operator's action (replayed, cancelled, "
+        "discarded, cancel_requested)."
     )
     log_message: str | None = Field(
         description="The error of an attempt, or why an operator acted."
