@@ -80,6 +80,14 @@ class Keys:
         seconds starting at epoch second `bucket_start`), with a TTL: the charts' history."""
         return f"{self.prefix}metrics:history:{resolution}:{bucket_start}"
 
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which the API names a running job to stop (its id)."""
+        return f"{self.prefix}cancel"
+
+    def cancel_ack_channel(self, job_id: str) -> str:
+        """Pub/sub channel on which a worker says it stopped the job (cancelled)."""
+        return f"{self.prefix}cancelled:{job_id}"
+
     def epoch_marker(self) -> str:
         """Marker the migrator writes; its absence means Redis lost its data."""
         return f"{self.prefix}epoch"

@@ -21,6 +21,7 @@ from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
 from app.api.limits import RequestLimits
 from app.api.openapi import restore_null_examples
 from app.api.queues import routes as queues
+from app.api.schedules import routes as schedules
 from app.api.suppressions import routes as suppressions
 from app.dashboard import install_dashboard
 from app.logs import configure_logging
@@ -38,8 +39,9 @@ lists; workers run the handler registered for the queue and record every attempt
 
 Lifecycle: `queued → migrated_to_redis → running → completed`; a failed attempt with
 attempts left goes back to `queued` with a later `run_at`; with none left, `failed` (the
-dead letters), which an operator may replay (`queued`) or discard (`discarded`). A queued
-or migrated job may be cancelled (`cancelled`).
+dead letters), which an operator may replay (`queued`) or discard (`discarded`). A job
+may be cancelled (`cancelled`): at once if it has not started, by its worker if it runs.
+Periodic jobs are made by `/schedules`.
 
 Lists are cursor-paginated: pass `next_cursor` back as `cursor`. Input errors are 4xx
 with `{"detail": [{"loc": [...], "msg": ..., "type": ...}]}`; 404 and 409 are
@@ -101,6 +103,7 @@ def create_app(
     include(dead_letters.router, "admin")
     include(queues.router, "admin")
     include(suppressions.router, "admin")
+    include(schedules.router, "admin")
     include(health.router, None)  # liveness and readiness stay public
     include(health.admin_router, "admin")
     include(metrics.router, None if settings.metrics_public else "admin")

@@ -7,8 +7,10 @@
         ...
 
 A handler may be `async def` or a plain function (run in a thread so it cannot block the
-event loop). An exception fails the attempt; so does running past the timeout. Delivery
-is at least once: use `job.id` and `job.attempt` to make the handler idempotent.
+event loop). With `cron=` (and `timezone=`, `payload=`) the queue also gets a periodic
+job: each tick creates one job (see app.jobs.schedule); `periodic` declares more. An
+exception fails the attempt; so does running past the timeout. Delivery is at least
+once: use `job.id` and `job.attempt` to make the handler idempotent.
 """
 
 from __future__ import annotations
@@ -17,12 +19,25 @@ import importlib
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from app.jobs.schedule import SCHEDULE_NAME_MAX, Cron, ScheduleSpec
+
 QUEUE_NAME_MAX = 100
+
+
+class CancelFlag:
+    """Raised by the worker when the job is cancelled while it runs; read by the
+    handler, possibly from its thread (one attribute write: atomic, and far cheaper to
+    make per job than a threading.Event)."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +50,14 @@ class Job:
     attempt: int
     max_attempts: int
     priority: int
+    # Set by the worker when the job is cancelled while it runs (POST /jobs/{id}/cancel).
+    cancel_flag: CancelFlag = field(default_factory=CancelFlag, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the job was asked to stop: a sync handler should check it and
+        return; an async handler is cancelled (asyncio.CancelledError) instead."""
+        return self.cancel_flag.requested
 
 
 HandlerFunc = Callable[[Job], Awaitable[Any]] | Callable[[Job], Any]
@@ -55,6 +78,7 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._schedules: dict[str, ScheduleSpec] = {}
 
     def handler(
         self,
@@ -62,17 +86,23 @@ class HandlerRegistry:
         *,
         timeout: float | None = None,
         payload_model: type[BaseModel] | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        payload: dict[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """Decorator: register `func` as the handler of `queue_name`.
 
         `timeout` (seconds) overrides the HANDLER_TIMEOUT setting for this queue.
         `payload_model` (a pydantic model) is the queue's payload schema: a job whose
         payload does not match it is rejected when it is created (422), not discovered
-        by a worker later.
+        by a worker later. `cron` (read in `timezone`) makes the queue periodic: a
+        schedule named after the queue creates one job with `payload` per tick.
         """
         validate_queue_name(queue_name)
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
+        if cron is not None:
+            self.periodic(queue_name, queue_name, cron=cron, timezone=timezone, payload=payload)
 
         def register(func: F) -> F:
             existing = self._handlers.get(queue_name)
@@ -88,6 +118,40 @@ class HandlerRegistry:
             return func
 
         return register
+
+    def periodic(
+        self,
+        name: str,
+        queue_name: str,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        payload: dict[str, Any] | None = None,
+        priority: int | None = None,
+        max_attempts: int = 3,
+    ) -> None:
+        """Declare a schedule in code: each tick of `cron` (read in `timezone`) creates
+        one job of `queue_name`. Every process stores its declarations at start (the
+        schedule `name` is updated if it changed); ValueError names a bad argument."""
+        validate_queue_name(queue_name)
+        if not name or len(name) > SCHEDULE_NAME_MAX or any(c.isspace() for c in name):
+            raise ValueError(f"schedule name must be 1-{SCHEDULE_NAME_MAX} characters, no spaces")
+        spec = ScheduleSpec(
+            name=name,
+            queue_name=queue_name,
+            cron=Cron(cron, timezone),
+            payload=dict(payload or {}),
+            priority=priority,
+            max_attempts=max_attempts,
+        )
+        existing = self._schedules.get(name)
+        if existing is not None and existing != spec:
+            raise ValueError(f"schedule {name!r} is already declared differently")
+        self._schedules[name] = spec
+
+    def schedules(self) -> list[ScheduleSpec]:
+        """The schedules declared in code."""
+        return [self._schedules[n] for n in sorted(self._schedules)]
 
     def get(self, queue_name: str) -> Handler | None:
         return self._handlers.get(queue_name)
@@ -114,6 +178,7 @@ def validate_queue_name(name: str) -> None:
 # importing HANDLER_MODULES.
 default_registry = HandlerRegistry()
 handler = default_registry.handler
+periodic = default_registry.periodic
 
 
 def load_handler_modules(modules: Iterable[str]) -> None:

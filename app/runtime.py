@@ -17,6 +17,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
+from app.db.cancels import CancelStore
 from app.db.hot import JobStore
 from app.db.inserts import InsertStore
 from app.db.listings import ListingStore
@@ -24,11 +25,14 @@ from app.db.pool import create_pool
 from app.db.queues import QueueStore
 from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
+from app.db.schedules import ScheduleStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
+from app.maintenance.cancels import AbandonedCancels
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
 from app.maintenance.retention import Retention
+from app.maintenance.scheduler import Clock, Scheduler
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
@@ -96,6 +100,8 @@ class Runtime:
     listings: ListingStore
     queues: QueueStore
     retention: RetentionStore
+    schedules: ScheduleStore
+    cancels: CancelStore
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -117,9 +123,11 @@ class Runtime:
             **overrides,  # type: ignore[arg-type]
         )
 
-    def maintenance(self) -> Maintenance:
-        """The periodic tasks that run beside every migrator."""
+    def maintenance(self, clock: Clock | None = None) -> Maintenance:
+        """The periodic tasks that run beside every migrator (`clock`: the scheduler's,
+        for tests)."""
         tasks: list[PeriodicTask] = [
+            AbandonedCancels(self.cancels, self.settings),
             LeaseRescue(self.recovery, self.settings),
             RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
             Retention(
@@ -128,6 +136,7 @@ class Runtime:
                 keys=self.keys,
                 settings=self.settings,
             ),
+            Scheduler(self.schedules, self.settings, clock),
         ]
         return Maintenance(tasks)
 
@@ -164,7 +173,15 @@ async def open_runtime(
     redis = make_redis(settings)
     try:
         store = JobStore(pool)
-        await store.ensure_queues(registry.queue_names())
+        schedules = ScheduleStore(pool)
+        declared = registry.schedules()
+        await store.ensure_queues(
+            sorted({*registry.queue_names(), *(s.queue_name for s in declared)})
+        )
+        # Their payloads are stored sealed, as every job's is (ENCRYPTED_FIELDS).
+        await schedules.sync_code(
+            declared, [cipher.encrypt(s.queue_name, s.payload) for s in declared]
+        )
         await warn_if_redis_can_evict(redis)
         yield Runtime(
             settings=settings,
@@ -180,6 +197,8 @@ async def open_runtime(
             listings=ListingStore(pool),
             queues=QueueStore(pool),
             retention=RetentionStore(pool),
+            schedules=schedules,
+            cancels=CancelStore(pool),
         )
     finally:
         await redis.aclose()

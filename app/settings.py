@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     shutdown_grace_period: float = Field(
         30.0, ge=0, description="Seconds in-flight jobs get to finish on shutdown."
     )
+    cancel_wait: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Seconds POST /jobs/{id}/cancel of a running job waits for its worker "
+        "to stop it before answering 202 (request recorded).",
+    )
+    max_snoozes: int = Field(
+        25,
+        ge=0,
+        description="Times a handler may snooze a job (Snooze); one more snooze fails it.",
+    )
 
     # Retries
     backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds (2, 4, 8 …).")
@@ -162,6 +174,24 @@ class Settings(BaseSettings):
         60.0,
         gt=0,
         description="A job migrated this long ago and in no Redis list is queued again.",
+    )
+
+    # Periodic jobs (the scheduler runs beside every migrator)
+    scheduler_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait of the scheduler between passes (it wakes for the next "
+        "tick; this bounds how late it sees a new or changed schedule).",
+    )
+    schedule_catch_up: Literal["latest", "skip"] = Field(
+        "latest",
+        description="After downtime: `latest` runs a schedule's latest missed tick once; "
+        "`skip` passes over a tick found later than SCHEDULE_MISFIRE_GRACE.",
+    )
+    schedule_misfire_grace: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds after its time that a tick still counts as on time.",
     )
 
     # Access control

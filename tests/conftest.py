@@ -95,7 +95,8 @@ async def clean_db(database_url: str) -> AsyncIterator[None]:
     try:
         await conn.execute(
             "TRUNCATE jobs, job_logs, analytics_jobs, email_events, suppressions, "
-            "email_daily_stats, email_campaign_stats, billing_usage CASCADE"
+            "email_daily_stats, email_campaign_stats, billing_usage, schedules, schedule_ticks "
+            "CASCADE"
         )
         await conn.execute(
             "DELETE FROM job_queues WHERE name LIKE 't-%'; UPDATE job_queues SET is_active = true"

@@ -21,8 +21,10 @@ from app.db.rows import ActionRefused, ActionResult
 # failed -> queued with the attempts reset and errors cleared; history stays in job_logs.
 # The UPDATE of both replays, from the locked rows of `target`.
 _REPLAY = """UPDATE jobs j SET
-        status = 'queued', attempt_count = 0, last_error_message = NULL, failed_at = NULL,
-        run_at = now(), worker_id = NULL, lease_expires_at = NULL, updated_at = now()
+        status = 'queued', attempt_count = 0, snooze_count = 0, last_error_message = NULL,
+        failed_at = NULL, run_at = now(), worker_id = NULL, lease_expires_at = NULL,
+        cancel_requested_at = NULL, cancel_requested_by = NULL, cancel_reason = NULL,
+        updated_at = now()
     FROM target t
     WHERE j.id = t.id AND j.status = 'failed'
     RETURNING j.id, j.queue_name, j.status, j.attempt_count,

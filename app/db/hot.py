@@ -103,7 +103,8 @@ RETURNING id
 """
 
 # Completion and its job_logs row in one statement: both happen only while the fence
-# (status running, same worker, same attempt) holds.
+# (status running, same worker, same attempt) holds, and no cancel was asked meanwhile
+# (then the recorder ends the job cancelled instead: app.db.outcomes).
 COMPLETE_JOBS = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[])
@@ -117,7 +118,7 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $5
-      AND j.attempt_count = i.attempt
+      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
     RETURNING j.id, i.attempt, i.started, i.finished
 )
 INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
@@ -139,7 +140,7 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $7
-      AND j.attempt_count = i.attempt
+      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, i.attempt, i.started, i.finished, i.error
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,

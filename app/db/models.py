@@ -124,6 +124,15 @@ class Job(Base):
             postgresql_where=text("status = 'failed'"),
         ),
         # Job listing (GET /jobs), newest first, with or without a queue.
+        # Cancels asked and not yet carried out (maintenance's abandoned-cancel pass).
+        Index(
+            "idx_jobs_cancel_pending",
+            "status",
+            postgresql_where=text(
+                "cancel_requested_at IS NOT NULL "
+                "AND status IN ('queued', 'migrated_to_redis', 'running')"
+            ),
+        ),
         Index("idx_jobs_created", "created_at", "id"),
         Index("idx_jobs_queue_created", "queue_name", "created_at", "id"),
     )
@@ -152,6 +161,12 @@ class Job(Base):
     # Idempotency-Key of the request that made the job, and a hash of its canonical body.
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_hash: Mapped[str | None] = mapped_column(Text)
+    # Times a handler snoozed the job (Snooze): not attempts, bounded by MAX_SNOOZES.
+    snooze_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # A cancel asked of the running job (POST /jobs/{id}/cancel): when, by whom, why.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(TZ)
+    cancel_requested_by: Mapped[str | None] = mapped_column(Text)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 
@@ -175,6 +190,52 @@ class JobLog(Base):
     started_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     finished_at: Mapped[datetime | None] = mapped_column(TZ)
     duration: Mapped[timedelta | None] = mapped_column(Interval)
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class Schedule(Base):
+    """A periodic job: each tick of `cron` (read in `timezone`) creates one job."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint("source IN ('code', 'api')", name="source"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    queue_name: Mapped[str] = mapped_column(
+        String(100), ForeignKey("job_queues.name", ondelete="CASCADE"), nullable=False
+    )
+    cron: Mapped[str] = mapped_column(Text, nullable=False)
+    timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    priority: Mapped[int | None] = mapped_column(Integer)  # NULL: the queue's default
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    # `code`: declared with the handler (stored again at every start); `api`: by an operator.
+    source: Mapped[str] = mapped_column(String(10), nullable=False, server_default="api")
+    # Ticks at or before this are never run: set at creation, when enabled again, and when
+    # the cron expression or time zone changes, so none of these runs a past tick.
+    ticks_from: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    last_tick: Mapped[datetime | None] = mapped_column(TZ)
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class ScheduleTick(Base):
+    """A tick that created its job: the primary key makes it one job per tick, however
+    many schedulers run."""
+
+    __tablename__ = "schedule_ticks"
+
+    schedule_name: Mapped[str] = mapped_column(
+        String(100), ForeignKey("schedules.name", ondelete="CASCADE"), primary_key=True
+    )
+    tick: Mapped[datetime] = mapped_column(TZ, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 
 

@@ -28,6 +28,8 @@ class JobRow:
     lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    snooze_count: int = 0
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +158,83 @@ class JobCounts:
     by_queue: dict[str, dict[str, int]]
     by_status: dict[str, int]
     exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PermanentFailed:
+    """The handler said the job can never succeed (PermanentFailure): failed now."""
+
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    error: str
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class Snoozed:
+    """The handler said "not now" (Snooze): queued again after `seconds`, the attempt
+    not spent."""
+
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    seconds: float
+    reason: str
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A periodic job's schedule, with the status of the last job it created."""
+
+    name: str
+    queue_name: str
+    cron: str
+    timezone: str
+    payload: dict[str, Any]
+    priority: int | None
+    max_attempts: int
+    enabled: bool
+    source: str
+    ticks_from: datetime
+    last_tick: datetime | None
+    last_job_id: uuid.UUID | None
+    last_job_status: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DueSchedule:
+    """What the scheduler needs of an enabled schedule."""
+
+    name: str
+    cron: str
+    timezone: str
+    ticks_from: datetime
+    last_tick: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledRun:
+    """A running job its worker stopped because a cancel was asked."""
+
+    job_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    queue_name: str = ""  # for metrics only
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A cancel recorded on a running job: its worker still has to stop it."""
+
+    id: uuid.UUID
+    queue_name: str
+    status: str
+    attempt_count: int
+    worker_id: str | None

@@ -52,12 +52,23 @@ def _t(
 TRANSITIONS: Final = (
     _t(None, "queued", "producer", "inserts:INSERT_ONE_JOB", "a job is created (one)"),
     _t(None, "queued", "producer", "inserts:INSERT_JOBS", "jobs are created (a batch)"),
+    _t(None, "queued", "maintenance", "schedules:FIRE_TICK", "a schedule's tick is due"),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),
     _t("migrated_to_redis", "running", "worker", "hot:CLAIM_JOBS", "popped and claimed"),
     _t("running", "completed", "worker", "hot:COMPLETE_JOBS", "the handler returned"),
     _t("running", "queued", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),
     _t("running", "failed", "worker", "hot:FAIL_JOBS", "attempt failed, none left"),
     _t("running", "queued", "worker", "hot:RELEASE_JOBS", "handed back on shutdown"),
+    _t(
+        "running",
+        "failed",
+        "worker",
+        "outcomes:PERMANENT_FAIL_JOBS",
+        "the handler raised PermanentFailure",
+    ),
+    _t("running", "queued", "worker", "outcomes:SNOOZE_JOBS", "the handler snoozed"),
+    _t("running", "cancelled", "worker", "outcomes:CANCEL_RUNNING_JOBS", "stopped on a cancel"),
+    _t("running", "failed", "worker", "outcomes:SNOOZE_JOBS", "snoozed past MAX_SNOOZES"),
     _t("running", "queued", "maintenance", "recovery:RESCUE_EXPIRED_LEASES", "lease expired"),
     _t(
         "running",
@@ -85,6 +96,27 @@ TRANSITIONS: Final = (
     _t("failed", "discarded", "operator", "actions:DISCARD_JOB", "discard of a dead letter"),
     _t("queued", "cancelled", "operator", "actions:CANCEL_JOB", "cancel before it is moved"),
     _t("migrated_to_redis", "cancelled", "operator", "actions:CANCEL_JOB", "cancel before a claim"),
+    _t(
+        "running",
+        "cancelled",
+        "maintenance",
+        "cancels:CANCEL_ABANDONED",
+        "cancel asked, its worker died",
+    ),
+    _t(
+        "queued",
+        "cancelled",
+        "maintenance",
+        "cancels:CANCEL_ABANDONED",
+        "cancel asked, handed back",
+    ),
+    _t(
+        "migrated_to_redis",
+        "cancelled",
+        "maintenance",
+        "cancels:CANCEL_ABANDONED",
+        "cancel asked, handed back, moved",
+    ),
     _t("completed", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_COMPLETED"),
     _t("cancelled", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_COMPLETED"),
     _t("failed", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_FAILED"),
@@ -96,6 +128,7 @@ TRANSITIONS: Final = (
 STATUS_PRESERVING: Final = {
     "hot:RENEW_LEASES": "extends the leases a worker still holds",
     "inserts:RELEASE_EXPIRED_KEYS": "unbinds idempotency keys past their window",
+    "cancels:REQUEST_CANCEL": "records a cancel of a running job for its worker",
 }
 
 

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from app.batcher import Batcher
 from app.db.hot import JobStore
-from app.db.rows import Failure, Success
+from app.db.outcomes import OutcomeStore
+from app.db.rows import CancelledRun, Failure, PermanentFailed, Snoozed, Success
 from app.job_state import JobStateCache
 from app.logs import bound_job
 from app.metrics import MetricsWriter
@@ -24,7 +25,7 @@ from app.redis_batch import Batch, redis_batch
 
 log = logging.getLogger("hybridq.worker")
 
-Outcome = Success | Failure
+Outcome = Success | Failure | PermanentFailed | Snoozed | CancelledRun
 
 # Seconds a stopping worker waits for its pending outcomes to be written; after that
 # they are abandoned and their jobs come back when their leases expire.
@@ -39,8 +40,11 @@ class OutcomeRecorder:
         redis: aioredis.Redis,
         state: JobStateCache,
         worker_id: str,
+        max_snoozes: int = 25,
     ) -> None:
         self.store = store
+        self.outcomes = OutcomeStore(store.pool)
+        self.max_snoozes = max_snoozes
         self.redis = redis
         self.state = state
         self.worker_id = worker_id
@@ -77,6 +81,26 @@ class OutcomeRecorder:
         )
         for result in await self.store.fail(self.worker_id, failures):
             status[result.job_id] = result.status
+        permanent = [o for o in batch if isinstance(o, PermanentFailed)]
+        for result in await self.outcomes.fail_permanently(self.worker_id, permanent):
+            status[result.job_id] = result.status
+        snoozed = [o for o in batch if isinstance(o, Snoozed)]
+        for result in await self.outcomes.snooze(self.worker_id, snoozed, self.max_snoozes):
+            status[result.job_id] = result.status
+        stopped = [o for o in batch if isinstance(o, CancelledRun)]
+        for result in await self.outcomes.cancel_running(self.worker_id, stopped):
+            status[result.job_id] = result.status
+        # An outcome refused because a cancel was asked after this worker last looked:
+        # the job ends cancelled, and the outcome is discarded (one more statement, only
+        # when some outcome was refused).
+        refused = [o for o in batch if o.job_id not in status and not isinstance(o, CancelledRun)]
+        if refused:
+            late = [
+                CancelledRun(o.job_id, o.attempt, o.started_at, o.finished_at, o.queue_name)
+                for o in refused
+            ]
+            for result in await self.outcomes.cancel_running(self.worker_id, late):
+                status[result.job_id] = result.status
         answers: list[str | None] = []
         for outcome in batch:
             answer = status.get(outcome.job_id)
@@ -99,14 +123,25 @@ class OutcomeRecorder:
                 for outcome, status in zip(batch, answers, strict=True):
                     if not isinstance(status, str):
                         continue
-                    if isinstance(outcome, Success):
+                    if status == "cancelled" or isinstance(outcome, CancelledRun):
+                        # Stopped on a cancel (or its outcome came after the request).
+                        self.state.operator_changed(pipe, outcome.job_id, status, outcome.attempt)
+                        self.metrics.count(pipe, "cancelled", outcome.queue_name)
+                        # The API may be waiting to answer "stopped" (app.worker.cancels).
+                        ack = self.state.keys.cancel_ack_channel(str(outcome.job_id))
+                        pipe.pipe.publish(ack, b"cancelled")
+                    elif isinstance(outcome, Success):
                         self.state.completed(
                             pipe, outcome.job_id, outcome.finished_at, outcome.attempt
                         )
                         self._count_outcome(pipe, outcome, "completed")
+                    elif isinstance(outcome, Snoozed) and status == "queued":
+                        # Not a failed attempt: the attempt was given back.
+                        self.state.requeued(pipe, outcome.job_id, outcome.attempt - 1)
                     else:
+                        error = outcome.reason if isinstance(outcome, Snoozed) else outcome.error
                         self.state.failed_attempt(
-                            pipe, outcome.job_id, status, outcome.error, outcome.attempt
+                            pipe, outcome.job_id, status, error, outcome.attempt
                         )
                         self.metrics.count(pipe, "failed", outcome.queue_name)
                         kind = "retried" if status == "queued" else "dead_lettered"

@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +27,11 @@ import redis.asyncio as aioredis
 
 from app.backoff import retry_delay
 from app.crypto import PayloadCipher
+from app.db.cancels import CancelStore
 from app.db.hot import JobStore
-from app.db.rows import Claim, Failure, Success
+from app.db.rows import CancelledRun, Claim, Failure, Success
 from app.job_state import JobStateCache
+from app.jobs.outcomes import PermanentFailure, Snooze
 from app.keys import Keys
 from app.logs import bound_job, set_job_context
 from app.loops import Backoff, wait_any
@@ -37,6 +39,9 @@ from app.metrics import MetricsWriter
 from app.redis_batch import redis_batch
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
+from app.worker.cancels import CancelWatcher
+from app.worker.inflight import InFlight
+from app.worker.outcomes import reported_outcome
 from app.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger("hybridq.worker")
@@ -49,15 +54,6 @@ HANDLER_CANCEL_WAIT = 5.0
 def make_worker_id() -> str:
     """Unique per process run, so a restarted worker never shares a fencing token."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(slots=True)
-class _InFlight:
-    claim: Claim
-    job: Job
-    task: asyncio.Task[None]
-    started_at: datetime
-    recording: bool = False  # the outcome is handed to the recorder
 
 
 class Worker:
@@ -96,9 +92,20 @@ class Worker:
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(
-            store=store, redis=redis, state=self.state, worker_id=self.worker_id
+            store=store,
+            redis=redis,
+            state=self.state,
+            worker_id=self.worker_id,
+            max_snoozes=settings.max_snoozes,
         )
-        self._inflight: dict[uuid.UUID, _InFlight] = {}
+        self.cancels = CancelWatcher(
+            redis=redis,
+            keys=keys,
+            store=CancelStore(store.pool),
+            worker_id=self.worker_id,
+            on_cancel=self.request_cancel,
+        )
+        self._inflight: dict[uuid.UUID, InFlight] = {}
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -114,6 +121,15 @@ class Worker:
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    def request_cancel(self, job_id: uuid.UUID) -> None:
+        """An operator cancelled this job while it runs here: stop it (InFlight.stop);
+        whatever its handler then does, the job is recorded `cancelled`."""
+        entry = self._inflight.get(job_id)
+        handler = self.registry.get(entry.job.queue_name) if entry is not None else None
+        if entry is not None and entry.stop(is_async=handler is not None and handler.is_async):
+            with bound_job(job_id, entry.job.queue_name, entry.claim.attempt, self.worker_id):
+                log.info("job %s: cancel requested, stopping it", job_id)
+
     async def run(self) -> None:
         log.info(
             "worker %s serving %s with concurrency %d%s",
@@ -127,6 +143,9 @@ class Worker:
         heartbeat = asyncio.create_task(
             self._heartbeat_loop(heartbeat_stop), name="worker-heartbeat"
         )
+        listener = asyncio.create_task(
+            self.cancels.listen(heartbeat_stop), name="worker-cancel-listener"
+        )
         try:
             await self._fetch_loop()
         finally:
@@ -137,6 +156,9 @@ class Worker:
             # the loop would then beat forever.
             heartbeat_stop.set()
             await heartbeat
+            # The listener may be inside a read of up to LISTEN_TIMEOUT: don't wait it out.
+            listener.cancel()
+            await asyncio.wait([listener], timeout=HANDLER_CANCEL_WAIT)
             with contextlib.suppress(Exception):
                 await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
                 await self.redis.zrem(self.keys.workers_index(), self.worker_id)
@@ -219,7 +241,7 @@ class Worker:
                 priority=data["priority"],
             )
             task = asyncio.create_task(self._execute(c, job), name=f"job-{c.id}")
-            self._inflight[c.id] = _InFlight(
+            self._inflight[c.id] = InFlight(
                 claim=c, job=job, task=task, started_at=datetime.now(UTC)
             )
             self.jobs_started += 1
@@ -271,8 +293,14 @@ class Worker:
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         error: str | None = None
+        reported: PermanentFailure | Snooze | None = None
+        entry = self._inflight.get(job.id)
+        if entry is not None:
+            entry.started = True
         if handler is None:
             error = f"no handler registered for queue {job.queue_name!r}"
+        elif entry is not None and entry.cancel_requested:
+            pass  # cancelled before its handler started: it never will
         else:
             timeout = handler.timeout or self.settings.handler_timeout
             try:
@@ -280,20 +308,37 @@ class Worker:
                 job = replace(job, payload=self.cipher.decrypt(job.queue_name, job.payload))
                 # asyncio.timeout, not wait_for: no extra task per job.
                 async with asyncio.timeout(timeout):
-                    await self._call(handler, job)
+                    result = await self._call(handler, job)
+                # A handler may return an outcome as well as raise it.
+                if isinstance(result, PermanentFailure | Snooze):
+                    reported = result
+            except (PermanentFailure, Snooze) as exc:
+                reported = exc
             except TimeoutError:
                 error = f"TimeoutError: handler ran longer than {timeout:g}s"
             except asyncio.CancelledError:
-                raise
+                if entry is None or not entry.cancel_requested:
+                    raise
+                # Our own cancel of the handler: this task goes on to record it.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
         finished = datetime.now(UTC)
-        entry = self._inflight.get(job.id)
         if entry is not None:
             entry.recording = True
         log.debug(
             "job %s attempt %d ran %.1f ms", job.id, claim.attempt, (time.perf_counter() - t0) * 1e3
         )
+        if entry is not None and entry.cancel_requested:
+            # Whatever the handler returned or raised after the cancel is discarded.
+            stopped = CancelledRun(job.id, claim.attempt, started, finished, job.queue_name)
+            await self.recorder.record(stopped)
+            return
+        if reported is not None:
+            await self.recorder.record(reported_outcome(reported, claim, job, started, finished))
+            return
         if error is None:
             await self.recorder.record(
                 Success(
@@ -355,6 +400,7 @@ class Worker:
             held = await self.store.renew_leases(
                 ids, self.worker_id, self.settings.visibility_timeout
             )
+            await self.cancels.poll(list(held))
             for job_id in set(ids) - held:
                 entry = self._inflight.get(job_id)
                 # A job whose outcome was just recorded is no longer running: not lost.

@@ -133,21 +133,33 @@ async def test_cancel_a_queued_or_migrated_job_and_not_a_running_or_finished_one
     assert (await client.post(f"/jobs/{migrated}/cancel")).status_code == 200
     assert await job_status(rt, migrated) == "cancelled"
 
-    for state in ("running", "completed", "failed", "cancelled"):
+    assert response.json()["outcome"] == "cancelled"
+
+    for state in ("completed", "failed", "cancelled"):
         job_id = await create_job(rt, "t-cancel-api")
         await rt.pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job_id, state)
         refused = await client.post(f"/jobs/{job_id}/cancel")
         assert refused.status_code == 409, state
         assert refused.json()["detail"].startswith(f"job is {state}:")
         assert await job_status(rt, job_id) == state
+
+    # Running, with no worker to stop it: the request is recorded (202), the job runs on.
+    running = await create_job(rt, "t-cancel-api")
+    await rt.pool.execute("UPDATE jobs SET status = 'running' WHERE id = $1", running)
+    rt.settings = rt.settings.model_copy(update={"cancel_wait": 0.1})
+    requested = await client.post(f"/jobs/{running}/cancel")
+    assert requested.status_code == 202, requested.text
+    assert (requested.json()["status"], requested.json()["outcome"]) == ("running", "requested")
+    assert (await job_row(rt, running))["cancel_requested_at"] is not None
     assert (await client.post(f"/jobs/{uuid.uuid4()}/cancel")).status_code == 404
 
 
 async def test_cancel_racing_a_worker_claim_has_exactly_one_winner(
     runtime: Runtime, registry: HandlerRegistry, client: httpx.AsyncClient
 ) -> None:
-    """Invariant 1 for cancel: either the job is cancelled and its handler never ran, or
-    it ran (the claim won) and the cancel answered 409. Never both, never neither."""
+    """Invariant 1 for cancel: either the job is cancelled before its claim and its
+    handler never ran; or the claim won and the cancel stopped it while it ran (it ends
+    cancelled, never completed); or it had completed and the cancel answered 409."""
     rt = runtime
     ran: set[uuid.UUID] = set()
 
@@ -156,7 +168,7 @@ async def test_cancel_racing_a_worker_claim_has_exactly_one_winner(
         ran.add(job.id)
 
     await add_queue(rt, "t-race")
-    outcomes = {"cancel won": 0, "worker won": 0}
+    outcomes = {"cancel won": 0, "worker won": 0, "stopped": 0}
     for i in range(40):
         job_id = await create_job(rt, "t-race")
         assert (await rt.migrator().move_due_jobs()).moved == 1
@@ -169,17 +181,24 @@ async def test_cancel_racing_a_worker_claim_has_exactly_one_winner(
             _after(max(0.0, -offset), worker.run()),
         )
         row = await job_row(rt, job_id)
-        if cancel.status_code == 200:
-            assert row["status"] == "cancelled"
+        logs = await rt.pool.fetch(
+            "SELECT status FROM job_logs WHERE job_id = $1 ORDER BY created_at", job_id
+        )
+        statuses = [r["status"] for r in logs]
+        if cancel.status_code == 409:
+            assert (row["status"], statuses) == ("completed", ["completed"]), cancel.text
+            assert job_id in ran
+            outcomes["worker won"] += 1
+        elif cancel.json()["outcome"] == "cancelled":
+            assert (row["status"], statuses) == ("cancelled", ["cancelled"])
             assert job_id not in ran, "a cancelled job ran"
             outcomes["cancel won"] += 1
         else:
-            assert cancel.status_code == 409, cancel.text
-            assert row["status"] == "completed"
-            assert job_id in ran
-            outcomes["worker won"] += 1
-        logs = await rt.pool.fetch("SELECT status FROM job_logs WHERE job_id = $1", job_id)
-        assert [r["status"] for r in logs] in (["cancelled"], ["completed"])
+            # Asked while it ran: stopped (200) or still to be stopped (202) when the
+            # answer was given; either way the worker's outcome was discarded.
+            assert cancel.status_code in (200, 202), cancel.text
+            assert (row["status"], statuses) == ("cancelled", ["cancel_requested", "cancelled"])
+            outcomes["stopped"] += 1
     assert sum(outcomes.values()) == 40
 
 

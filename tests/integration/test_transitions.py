@@ -27,7 +27,18 @@ from tests.support.factories import add_queue
 
 QUEUE = "t-transitions"
 WORKER = "w-1"
-DB_MODULES = ("hot", "recovery", "inserts", "actions", "listings", "queues", "retention")
+DB_MODULES = (
+    "hot",
+    "outcomes",
+    "cancels",
+    "recovery",
+    "inserts",
+    "actions",
+    "listings",
+    "queues",
+    "retention",
+    "schedules",
+)
 WRITES_JOBS = re.compile(r"\b(UPDATE jobs|INSERT INTO jobs|DELETE FROM jobs)\b")
 
 Jobs = dict[uuid.UUID, str]
@@ -150,6 +161,21 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
         )
     ),
     "hot:RELEASE_JOBS": once(lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), WORKER)),
+    "outcomes:PERMANENT_FAIL_JOBS": once(
+        lambda j: (
+            ids(j),
+            [1] * len(j),
+            [HOUR_AGO] * len(j),
+            [HOUR_AGO] * len(j),
+            ["gone"] * len(j),
+            WORKER,
+        )
+    ),
+    "outcomes:SNOOZE_JOBS": None,  # type: ignore[dict-item]  # needs snoozed jobs: below
+    "schedules:FIRE_TICK": None,  # type: ignore[dict-item]  # needs a schedule: below
+    "cancels:REQUEST_CANCEL": each(lambda i: (i, "why", "key:t")),
+    "outcomes:CANCEL_RUNNING_JOBS": None,  # type: ignore[dict-item]  # needs requests: below
+    "cancels:CANCEL_ABANDONED": None,  # type: ignore[dict-item]  # needs requests: below
     "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
     "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
     "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
@@ -170,6 +196,59 @@ async def requeue_migrated(conn: Connection, jobs: Jobs) -> None:
     )
 
 
+async def snooze(conn: Connection, jobs: Jobs) -> None:
+    # Jobs on their last attempt have snoozed once already: with MAX_SNOOZES 1 they fail,
+    # the others are queued again.
+    await conn.execute("UPDATE jobs SET snooze_count = 1 WHERE max_attempts = 1")
+    n = len(jobs)
+    await conn.fetch(
+        sql("outcomes:SNOOZE_JOBS"),
+        ids(jobs),
+        [1] * n,
+        [HOUR_AGO] * n,
+        [HOUR_AGO] * n,
+        [5.0] * n,
+        ["later"] * n,
+        1,
+        WORKER,
+    )
+
+
+async def fire_tick(conn: Connection, jobs: Jobs) -> None:
+    await conn.execute(
+        "INSERT INTO schedules (name, queue_name, cron) VALUES ('t-every-minute', $1, '* * * * *')",
+        QUEUE,
+    )
+    await conn.fetch(sql("schedules:FIRE_TICK"), "t-every-minute", HOUR_AGO)
+
+
+async def cancel_running(conn: Connection, jobs: Jobs) -> None:
+    await conn.execute("UPDATE jobs SET cancel_requested_at = now()")
+    n = len(jobs)
+    await conn.fetch(
+        sql("outcomes:CANCEL_RUNNING_JOBS"),
+        ids(jobs),
+        [1] * n,
+        [HOUR_AGO] * n,
+        [HOUR_AGO] * n,
+        WORKER,
+    )
+
+
+async def cancel_abandoned(conn: Connection, jobs: Jobs) -> None:
+    await conn.execute("UPDATE jobs SET cancel_requested_at = now()")
+    await conn.fetch(sql("cancels:CANCEL_ABANDONED"), 100)
+
+
+CUSTOM_RUNNERS: dict[str, Runner] = {
+    "outcomes:CANCEL_RUNNING_JOBS": cancel_running,
+    "cancels:CANCEL_ABANDONED": cancel_abandoned,
+    "schedules:FIRE_TICK": fire_tick,
+    "recovery:REQUEUE_MIGRATED": requeue_migrated,
+    "outcomes:SNOOZE_JOBS": snooze,
+}
+
+
 @pytest.mark.parametrize("statement", sorted(statements_writing_jobs()))
 async def test_a_statement_makes_exactly_the_changes_the_table_lists(
     runtime: Runtime, statement: str
@@ -178,7 +257,7 @@ async def test_a_statement_makes_exactly_the_changes_the_table_lists(
     async with runtime.pool.acquire() as conn:
         jobs = await setup_jobs(conn)
         factory = RUNNERS[statement]
-        run = requeue_migrated if factory is None else factory(statement)
+        run = CUSTOM_RUNNERS[statement] if factory is None else factory(statement)
         await run(conn, jobs)
         after = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM jobs")}
     seen: set[tuple[str | None, str | None]] = {

@@ -6,7 +6,10 @@ Queue names start with "t-", so the clean_db fixture removes their rows and jobs
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
+from app.jobs.outcomes import PermanentFailure, Snooze
 from app.registry import Job, handler
 
 
@@ -29,3 +32,40 @@ async def always_fails(job: Job) -> None:
 @handler("t-slow")
 async def takes_a_while(job: Job) -> None:
     await asyncio.sleep(float(job.payload.get("seconds", 1.0)))
+
+
+@handler("t-long-async")
+async def runs_until_cancelled(job: Job) -> None:
+    """Would complete after a minute; a cancel lands first. Leaves a `<id>.cancelled`
+    file in payload["dir"] when it sees the cancellation (the test's ground truth)."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        (Path(job.payload["dir"]) / f"{job.id}.cancelled").touch()
+        raise
+
+
+@handler("t-long-sync")
+def runs_until_flagged(job: Job) -> None:
+    """A sync handler that checks `job.cancel_requested`, then returns as if done."""
+    deadline = time.monotonic() + 60
+    while not job.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if job.cancel_requested:
+        (Path(job.payload["dir"]) / f"{job.id}.flagged").touch()
+
+
+@handler("t-gone")
+async def gone(job: Job) -> None:
+    raise PermanentFailure("endpoint gone (410)")
+
+
+@handler("t-snooze")
+def snoozes_three_times(job: Job) -> None:
+    """Snoozes its first three runs, then succeeds; runs are counted in payload["dir"].
+    A sync handler: outcomes are raised from its thread as from a coroutine."""
+    runs = Path(job.payload["dir"])
+    n = len(list(runs.glob(f"{job.id}.run*")))
+    (runs / f"{job.id}.run{n}").touch()
+    if n < 3:
+        raise Snooze(0.05, f"not yet ({n + 1})")

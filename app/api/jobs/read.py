@@ -92,8 +92,8 @@ async def list_jobs(
     summary="A job's timeline",
     response_description="One page of the job's timeline, oldest first.",
     description="Its job_logs rows, oldest first: one per attempt (status, message, worker, "
-    "start, finish, duration) and one per operator action (replayed, cancelled, discarded, "
-    "with the actor and the reason).",
+    "start, finish, duration; a snooze is one too) and one per operator action (replayed, "
+    "cancelled, discarded, cancel_requested, with the actor and the reason).",
     responses={
         404: documented(
             MessageOut, "No job has this id.", {"err": ("Example", {"detail": "job not found"})}
@@ -158,6 +158,8 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         completed_at=job.completed_at,
         failed_at=job.failed_at,
         last_error_message=job.last_error_message,
+        snooze_count=job.snooze_count,
+        cancel_requested_at=job.cancel_requested_at,
         redis_status=redis_status,
         worker_id=worker_id,
     )

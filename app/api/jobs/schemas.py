@@ -51,6 +51,8 @@ class JobStatusOut(BaseModel):
                     "completed_at": "2026-11-28T09:00:00.131000Z",
                     "failed_at": None,
                     "last_error_message": None,
+                    "snooze_count": 0,
+                    "cancel_requested_at": None,
                     "redis_status": "completed",
                     "worker_id": "host-1234-5f2a9c1b",
                 }
@@ -70,6 +72,15 @@ class JobStatusOut(BaseModel):
     completed_at: datetime | None
     failed_at: datetime | None
     last_error_message: str | None
+    snooze_count: int = Field(
+        0,
+        description="Times the handler snoozed the job (each sets run_at and gives the "
+        "attempt back); past MAX_SNOOZES the job fails.",
+    )
+    cancel_requested_at: datetime | None = Field(
+        None,
+        description="When a cancel was asked while the job ran (its worker then stops it).",
+    )
     redis_status: str = Field(description="Status in the job:<id> hash, or `not_in_redis`.")
     worker_id: str | None
 
@@ -178,8 +189,9 @@ class JobLogOut(BaseModel):
 
     id: uuid.UUID
     status: str = Field(
-        description="An attempt's outcome (completed, failed, interrupted) or an operator's "
-        "action (replayed, cancelled, discarded)."
+        description="An attempt's outcome (completed, failed, snoozed, interrupted, or "
+        "cancelled: stopped while running) or an operator's action (replayed, cancelled, "
+        "discarded, cancel_requested)."
     )
     log_message: str | None = Field(
         description="The error of an attempt, or why an operator acted."

@@ -1,0 +1,34 @@
+"""A job a worker is running: its claim, its handler's task, and whether it was asked
+to stop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.db.rows import Claim
+from app.registry import Job
+
+
+@dataclass(slots=True)
+class InFlight:
+    claim: Claim
+    job: Job
+    task: asyncio.Task[None]
+    started_at: datetime
+    started: bool = False  # its task began (a task cancelled before that never runs)
+    recording: bool = False  # the outcome is handed to the recorder
+    cancel_requested: bool = False  # an operator cancelled it: stop, record `cancelled`
+
+    def stop(self, *, is_async: bool) -> bool:
+        """Cancel an async handler's task; raise the flag a sync handler reads
+        (`job.cancel_requested`). False if there is nothing to stop: asked already, or
+        finished (its outcome is being recorded: the cancel comes too late)."""
+        if self.recording or self.cancel_requested:
+            return False
+        self.cancel_requested = True
+        self.job.cancel_flag.requested = True
+        if is_async and self.started:
+            self.task.cancel()
+        return True
