@@ -9,6 +9,7 @@ import logging
 import asyncpg
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.api.common import UNAVAILABLE_DETAIL
@@ -28,7 +29,27 @@ UNAVAILABLE = (
 )
 
 
+def validation_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    """FastAPI's validation errors in our shape: where (`loc`), what (`msg`, `type`).
+
+    The rejected value itself is not echoed back: it may be any Python value (NaN, an
+    infinite float, a 50-digit integer) that JSON cannot carry, and echoing a multi-MB
+    body back to its sender only doubles its cost."""
+    return [
+        {
+            "loc": [part if isinstance(part, int) else str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code)
