@@ -13,6 +13,7 @@ from app.api import jobs, metrics
 from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.dead_letters import routes as dead_letters
 from app.api.errors import install_error_handlers
+from app.api.gate import AuthGate
 from app.api.health import routes as health
 from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
 from app.api.limits import RequestLimits
@@ -77,8 +78,15 @@ def create_app(
     app.state.authenticator = authenticator
     install_error_handlers(app)
     app.add_middleware(
-        RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
+        RequestLimits,
+        max_bytes=settings.max_request_bytes,
+        max_depth=settings.max_json_depth,
+        body_timeout=settings.request_body_timeout,
+        path_limits={
+            ("POST", "/jobs"): min(settings.max_job_request_bytes, settings.max_request_bytes)
+        },
     )
+    app.add_middleware(AuthGate)  # added last, so it runs first: no body is read before it
 
     def include(router: APIRouter, scope: str | None) -> None:
         if scope is None:
