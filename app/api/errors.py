@@ -18,6 +18,11 @@ from app.jobs.errors import FieldError, InputErrors
 log = logging.getLogger("hybridq.api")
 
 
+CONFLICT_DETAIL = (
+    "the request collided with a concurrent one (deadlock or serialization failure) and "
+    "nothing was written; retry"
+)
+
 UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
@@ -81,6 +86,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
+        # A deadlock or serialization failure rolled the whole transaction back: nothing
+        # was written, and the same request will very likely succeed when retried.
+        log.warning("transaction rolled back by PostgreSQL, answered 503: %r", exc)
+        return JSONResponse(
+            {"detail": CONFLICT_DETAIL}, status_code=503, headers={"Retry-After": "1"}
+        )
+
+    app.add_exception_handler(asyncpg.exceptions.TransactionRollbackError, _conflict)
     app.add_exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError, _bad_text)
     app.add_exception_handler(asyncpg.exceptions.UntranslatableCharacterError, _bad_text)
     for exc_type in UNAVAILABLE:
