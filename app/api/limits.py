@@ -14,6 +14,7 @@ body to the app. Every check runs at C speed: no Python loop over the bytes.
 from __future__ import annotations
 
 import asyncio
+import re
 from array import array
 from collections.abc import Mapping
 from itertools import accumulate
@@ -28,28 +29,33 @@ _STEPS[ord("[")] = _STEPS[ord("{")] = 1
 _STEPS[ord("]")] = _STEPS[ord("}")] = 0xFF
 _STEP_TABLE = bytes(_STEPS)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 # Steps summed per slice before the loop may run other tasks (a few ms of C each).
 _SLICE = 1 << 20
+# Outside strings, what a lenient parser may read as a number JSON has not: NaN,
+# Infinity (N, I: true, false and null have neither), an exponent, or a literal of
+# hundreds of digits (beyond a double). Only then is the strict parser asked.
+_MAYBE_LENIENT = re.compile(rb"[NI]|\d[eE]|\d{300}")
 
 
-def _structure(body: bytes) -> bytes:
-    """The brackets of `body` outside its strings, as steps (+1 / -1 bytes)."""
-    if b'"' in body:
+def outside_strings(body: bytes) -> bytes:
+    """`body` without its JSON strings (for a body a JSON parser accepts, exactly)."""
+    if b'"' not in body:
+        return body
+    if b"\\" in body:
         # Escaped backslashes first, then escaped quotes: what is left of every string
         # is the text between an unescaped pair of quotes.
-        if b"\\" in body:
-            body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-        outside = body.translate(None, _NOT_STRUCTURE).split(b'"')[::2]
-        body = b"".join(outside)
-    return body.translate(_STEP_TABLE, _NOT_BRACKET)
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(body.split(b'"')[::2])
 
 
-async def json_depth_exceeds(body: bytes, limit: int) -> bool:
+async def json_depth_exceeds(body: bytes, limit: int, *, outside: bytes | None = None) -> bool:
     """True if `body` nests arrays/objects deeper than `limit` (strings are skipped).
-    The bytes are only handled by C code (translate, split, accumulate), in slices
-    between which the event loop runs other tasks."""
-    steps = _structure(body)
+    The bytes are only handled by C code (replace, split, translate, accumulate), in
+    slices between which the event loop runs other tasks. `outside`: the body's
+    `outside_strings`, if already known."""
+    if outside is None:
+        outside = outside_strings(body)
+    steps = outside.translate(_STEP_TABLE, _NOT_BRACKET)
     if len(steps) <= limit:
         return False
     if b"\x01" * (limit + 1) in steps:  # the common deep case, found at once
@@ -64,10 +70,15 @@ async def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
-def strict_json_error(body: bytes) -> str | None:
-    """Why `body` is not strict JSON (NaN, Infinity, 1e400, invalid syntax), or None.
-    orjson refuses what RFC 8259 refuses, at C speed; FastAPI parses the body afterwards
-    (keeping integers of any size exact, as before)."""
+def strict_json_error(body: bytes, *, outside: bytes | None = None) -> str | None:
+    """Why `body` is not strict JSON (NaN, Infinity, 1e400), or None. orjson refuses what
+    RFC 8259 refuses, at C speed; it runs only when the text outside strings holds what
+    could be such a number, so a body is parsed once (by FastAPI, which keeps integers
+    of any size exact) unless it may need refusing."""
+    if outside is None:
+        outside = outside_strings(body)
+    if _MAYBE_LENIENT.search(outside) is None:
+        return None
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -135,11 +146,12 @@ class RequestLimits:
             return
         body = b"".join(chunks)
         if body and _is_json(scope):
-            if await json_depth_exceeds(body, self.max_depth):
+            outside = outside_strings(body)
+            if await json_depth_exceeds(body, self.max_depth, outside=outside):
                 msg = f"JSON nested deeper than {self.max_depth} levels"
                 await _reject(send, 422, msg, "too_deep")
                 return
-            error = strict_json_error(body)
+            error = strict_json_error(body, outside=outside)
             if error is not None:
                 msg = f"invalid JSON: {error} (no NaN or Infinity; numbers must fit a double)"
                 await _reject(send, 422, msg, "json_invalid")
