@@ -50,23 +50,25 @@ def outside_strings(body: bytes) -> bytes:
 
 async def json_depth_exceeds(body: bytes, limit: int, *, outside: bytes | None = None) -> bool:
     """True if `body` nests arrays/objects deeper than `limit` (strings are skipped).
-    The bytes are only handled by C code (replace, split, translate, accumulate), in
-    slices between which the event loop runs other tasks. `outside`: the body's
-    `outside_strings`, if already known."""
+    The bytes are only handled by C code (replace, split, translate, accumulate), one
+    slice at a time, between which the event loop runs other tasks; a deep body is
+    found in its first slice. `outside`: the body's `outside_strings`, if known."""
     if outside is None:
         outside = outside_strings(body)
-    steps = outside.translate(_STEP_TABLE, _NOT_BRACKET)
-    if len(steps) <= limit:
-        return False
-    if b"\x01" * (limit + 1) in steps:  # the common deep case, found at once
-        return True
+    deep_run = b"\x01" * (limit + 1)
     depth = 0
-    for start in range(0, len(steps), _SLICE):
-        chunk = array("b", steps[start : start + _SLICE])
-        if max(accumulate(chunk, initial=depth)) > limit:
+    for start in range(0, len(outside), _SLICE):
+        if start:
+            await asyncio.sleep(0)
+        steps = outside[start : start + _SLICE].translate(_STEP_TABLE, _NOT_BRACKET)
+        if deep_run in steps:  # the common deep case, found at once
             return True
-        depth += sum(chunk)
-        await asyncio.sleep(0)
+        opens = steps.count(1)
+        if depth + opens > limit:  # else this slice cannot go deeper than the limit
+            chunk = array("b", steps)
+            if max(accumulate(chunk, initial=depth)) > limit:
+                return True
+        depth += 2 * opens - len(steps)
     return False
 
 
