@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from app.api.auth import digest
 from tests.support.entrypoints import Launcher, Service, wait_healthy
 from tests.support.servers import free_port
 
@@ -37,6 +38,9 @@ class Api:
         raise AssertionError("no VmRSS")
 
 
+KEY = "limits-producer-key"
+
+
 @pytest.fixture
 async def api(launcher: Launcher) -> AsyncIterator[Api]:
     port = free_port()
@@ -48,6 +52,8 @@ async def api(launcher: Launcher) -> AsyncIterator[Api]:
         HEADER_TIMEOUT=str(TIMEOUT),
         KEEP_ALIVE_TIMEOUT=str(int(TIMEOUT)),
         REQUEST_BODY_TIMEOUT=str(TIMEOUT),
+        AUTH_ENABLED="true",
+        API_KEYS=f"limits:producer:sha256:{digest(KEY).hex()}",
     )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=BOUND) as client:
         await wait_healthy(client, service)
@@ -121,6 +127,7 @@ async def test_a_body_sent_too_slowly_is_408(api: Api) -> None:
     reader, writer = await api.connect()
     writer.write(
         b"POST /jobs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\n"
         b'Content-Length: 200\r\n\r\n{"queue_name": '
     )
     answer = await until_closed(reader)
@@ -136,8 +143,23 @@ async def test_a_large_body_sent_with_its_head_in_one_write_is_served(api: Api) 
     reader, writer = await api.connect()
     writer.write(
         b"POST /jobs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     )
     answer = await until_closed(reader)
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+    writer.close()
+
+
+async def test_without_a_key_the_401_comes_before_the_body(api: Api) -> None:
+    # The head promises 8 MB of malformed JSON and only the head is sent: the answer
+    # (401, not 422 or 413) comes from the headers, and the connection is closed.
+    reader, writer = await api.connect()
+    writer.write(
+        b"POST /jobs/batch HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 8388608\r\n\r\n{not json"
+    )
+    answer = await until_closed(reader)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:100]
+    assert b"missing API key" in answer
     writer.close()
