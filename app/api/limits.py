@@ -14,7 +14,6 @@ body to the app. Every check runs at C speed: no Python loop over the bytes.
 from __future__ import annotations
 
 import asyncio
-import re
 from array import array
 from collections.abc import Mapping
 from itertools import accumulate
@@ -31,10 +30,9 @@ _STEP_TABLE = bytes(_STEPS)
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 # Steps summed per slice before the loop may run other tasks (a few ms of C each).
 _SLICE = 1 << 20
-# Outside strings, what a lenient parser may read as a number JSON has not: NaN,
-# Infinity (N, I: true, false and null have neither), an exponent, or a literal of
-# hundreds of digits (beyond a double). Only then is the strict parser asked.
-_MAYBE_LENIENT = re.compile(rb"[NI]|\d[eE]|\d{300}")
+# Every digit as 0, so that numbers are found with substring searches (memchr speed,
+# where a regular expression with a character class scans at a few tens of MB/s).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 
 
 def outside_strings(body: bytes) -> bytes:
@@ -72,6 +70,18 @@ async def json_depth_exceeds(body: bytes, limit: int, *, outside: bytes | None =
     return False
 
 
+def _maybe_lenient(outside: bytes) -> bool:
+    """Whether the text outside strings holds what a lenient parser may read as a number
+    JSON has not: NaN or Infinity (N, I: true, false and null have neither), an exponent,
+    or a literal of hundreds of digits (beyond a double)."""
+    if b"N" in outside or b"I" in outside:
+        return True
+    if b"e" not in outside and b"E" not in outside and len(outside) < 300:
+        return False
+    digits = outside.translate(_DIGITS_AS_ZERO)
+    return b"0e" in digits or b"0E" in digits or b"0" * 300 in digits
+
+
 def strict_json_error(body: bytes, *, outside: bytes | None = None) -> str | None:
     """Why `body` is not strict JSON (NaN, Infinity, 1e400), or None. orjson refuses what
     RFC 8259 refuses, at C speed; it runs only when the text outside strings holds what
@@ -79,7 +89,7 @@ def strict_json_error(body: bytes, *, outside: bytes | None = None) -> str | Non
     of any size exact) unless it may need refusing."""
     if outside is None:
         outside = outside_strings(body)
-    if _MAYBE_LENIENT.search(outside) is None:
+    if not _maybe_lenient(outside):
         return None
     try:
         orjson.loads(body)
