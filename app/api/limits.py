@@ -1,7 +1,7 @@
 """Request limits enforced before FastAPI parses a body: its size, the time it takes to
 arrive, its JSON nesting, and JSON that only a lenient parser reads.
 
-A pure ASGI middleware (it runs after app.api.gate, so only authorised requests get
+A pure ASGI middleware (it runs after app.api.gate, so only authenticated requests get
 here). It reads the body, refusing at once with 413 one whose Content-Length or streamed
 size exceeds the route's limit (MAX_JOB_REQUEST_BYTES for POST /jobs, MAX_REQUEST_BYTES
 for the others), with 408 one that takes longer than REQUEST_BODY_TIMEOUT; then, for a
