@@ -11,6 +11,7 @@ import uvicorn
 
 from app.cli import load_settings
 from app.main import build_authenticator
+from app.server import server_options
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
@@ -41,6 +42,7 @@ def main() -> None:
         port=args.port,
         timeout_graceful_shutdown=60,
         log_level="info",
+        **server_options(settings),  # limits on request heads, idle connections
     )
 
 

@@ -15,8 +15,10 @@ from app.api.auth import AUTH_RESPONSES, Authenticator, parse_api_keys, require
 from app.api.dead_letters import routes as dead_letters
 from app.api.docs import ASSETS, install_docs
 from app.api.errors import install_error_handlers
+from app.api.gate import AuthGate
 from app.api.health import routes as health
 from app.api.jobs import routes as jobs
+from app.api.jobs.created import CreatedCounter
 from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
 from app.api.limits import RequestLimits
 from app.api.openapi import restore_null_examples
@@ -90,8 +92,15 @@ def create_app(
     app.state.authenticator = authenticator
     install_error_handlers(app)
     app.add_middleware(
-        RequestLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
+        RequestLimits,
+        max_bytes=settings.max_request_bytes,
+        max_depth=settings.max_json_depth,
+        body_timeout=settings.request_body_timeout,
+        path_limits={
+            ("POST", "/jobs"): min(settings.max_job_request_bytes, settings.max_request_bytes)
+        },
     )
+    app.add_middleware(AuthGate)  # added last, so it runs first: no body is read before it
 
     def include(router: APIRouter, scope: str | None) -> None:
         if scope is None:
@@ -121,15 +130,20 @@ def create_app(
 @asynccontextmanager
 async def serving(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
     """Attach a runtime to the app for requests, with what the routes share (the group
-    commit of POST /jobs); on exit, answer what the group commit holds and detach."""
-    group = group_commit(runtime)
+    commit of POST /jobs, the counter of created jobs); on exit, answer what the group
+    commit holds and write what the counter holds."""
+    counter = CreatedCounter(runtime)
+    counter.start()
+    group = group_commit(runtime, counter)
     group.start()
     app.state.runtime = runtime
     app.state.group_commit = group
+    app.state.created_counter = counter
     try:
         yield
     finally:
         await group.close(GROUP_COMMIT_CLOSE_TIMEOUT)
+        await counter.close(runtime.settings.redis_timeout)
 
 
 def build_authenticator(settings: Settings) -> Authenticator:

@@ -236,6 +236,34 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         32, ge=2, le=1000, description="Deepest JSON nesting accepted, checked before parsing."
     )
+    max_job_request_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest body of POST /jobs (one job; 413 above it); the other routes "
+        "take up to MAX_REQUEST_BYTES.",
+    )
+    request_body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request body (408)."
+    )
+
+    # HTTP server (python -m app)
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest request line and headers of a request, in bytes (431 above).",
+    )
+    max_header_count: int = Field(
+        100, ge=10, description="Most header fields a request may carry (431 above)."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's line and headers, "
+        "from when it opens or the request starts; then it is closed.",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection stays open."
+    )
 
     # API
     max_payload_bytes: int = Field(

@@ -19,8 +19,9 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from app.api.common import MessageOut, documented
 
@@ -112,35 +113,69 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-    )
+class AuthFailure(Exception):
+    """The request may not go on: 401 (no key, unknown key) or 403 (scope lacking)."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"} if self.status_code == 401 else {}
+
+
+def authenticate(auth: Authenticator, authorization: str | None) -> ApiKey | None:
+    """The key a request's Authorization header presents (None with auth off), or
+    AuthFailure (401). Headers alone decide, so this can run before the body is read."""
+    if not auth.enabled:
+        return None
+    scheme, token = get_authorization_scheme_param(authorization)
+    if not authorization or scheme.lower() != "bearer" or not token:
+        raise AuthFailure(401, "missing API key: send Authorization: Bearer <key>")
+    key = auth.identify(token)
+    if key is None:
+        raise AuthFailure(401, "invalid API key")
+    return key
+
+
+def authorize(auth: Authenticator, authorization: str | None, scope: str) -> str:
+    """The actor (`key:<name>`, or `anonymous` with auth off) of a request whose key is
+    granted `scope`; AuthFailure (401 or 403) otherwise."""
+    key = authenticate(auth, authorization)
+    if key is None:
+        return "anonymous"
+    if scope not in GRANTS[key.scope]:
+        raise AuthFailure(403, f"the key {key.name!r} lacks the {scope!r} scope")
+    return f"key:{key.name}"
+
+
+class Require:
+    """The dependency behind `require(scope)`: admits keys granted `scope` and records who
+    called."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        # `credentials` documents the scheme in OpenAPI; the header is read as the gate
+        # (app.api.gate) reads it, so both always agree.
+        try:
+            request.state.actor = authorize(
+                request.app.state.authenticator, request.headers.get("authorization"), self.scope
+            )
+        except AuthFailure as exc:
+            raise HTTPException(exc.status_code, exc.detail, headers=exc.headers) from None
 
 
 def require(scope: str) -> Any:
     """A dependency that admits keys granted `scope`, and records who called."""
-
-    async def check(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        auth: Authenticator = request.app.state.authenticator
-        if not auth.enabled:
-            request.state.actor = "anonymous"
-            return
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise _unauthorized("missing API key: send Authorization: Bearer <key>")
-        key = auth.identify(credentials.credentials)
-        if key is None:
-            raise _unauthorized("invalid API key")
-        if scope not in GRANTS[key.scope]:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"the key {key.name!r} lacks the {scope!r} scope"
-            )
-        request.state.actor = f"key:{key.name}"
-
-    return Depends(check)
+    return Depends(Require(scope))
 
 
 def main(argv: list[str] | None = None) -> None:

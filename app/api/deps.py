@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.jobs.created import CreatedCounter
 from app.api.jobs.creation import GroupCommit
 from app.runtime import Runtime
 from app.settings import Settings
@@ -38,7 +39,14 @@ async def get_group_commit(request: Request) -> GroupCommit:
     return group
 
 
+async def get_created_counter(request: Request) -> CreatedCounter:
+    """The app's counter of created jobs (app.api.jobs.created), built by the lifespan."""
+    counter: CreatedCounter = request.app.state.created_counter
+    return counter
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ActorDep = Annotated[str, Depends(get_actor)]
 GroupCommitDep = Annotated[GroupCommit, Depends(get_group_commit)]
+CreatedCounterDep = Annotated[CreatedCounter, Depends(get_created_counter)]

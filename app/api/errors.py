@@ -9,6 +9,7 @@ import logging
 import asyncpg
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.api.common import UNAVAILABLE_DETAIL
@@ -16,6 +17,11 @@ from app.jobs.errors import FieldError, InputErrors
 
 log = logging.getLogger("hybridq.api")
 
+
+CONFLICT_DETAIL = (
+    "the request collided with a concurrent one (deadlock or serialization failure) and "
+    "nothing was written; retry"
+)
 
 UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
@@ -28,7 +34,27 @@ UNAVAILABLE = (
 )
 
 
+def validation_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    """FastAPI's validation errors in our shape: where (`loc`), what (`msg`, `type`).
+
+    The rejected value itself is not echoed back: it may be any Python value (NaN, an
+    infinite float, a 50-digit integer) that JSON cannot carry, and echoing a multi-MB
+    body back to its sender only doubles its cost."""
+    return [
+        {
+            "loc": [part if isinstance(part, int) else str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
+
     @app.exception_handler(FieldError)
     async def _field_error(_request: Request, exc: FieldError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code)
@@ -60,6 +86,15 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
+        # A deadlock or serialization failure rolled the whole transaction back: nothing
+        # was written, and the same request will very likely succeed when retried.
+        log.warning("transaction rolled back by PostgreSQL, answered 503: %r", exc)
+        return JSONResponse(
+            {"detail": CONFLICT_DETAIL}, status_code=503, headers={"Retry-After": "1"}
+        )
+
+    app.add_exception_handler(asyncpg.exceptions.TransactionRollbackError, _conflict)
     app.add_exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError, _bad_text)
     app.add_exception_handler(asyncpg.exceptions.UntranslatableCharacterError, _bad_text)
     for exc_type in UNAVAILABLE:

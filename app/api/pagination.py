@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -79,8 +79,9 @@ def decode_time_id_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | No
         at = datetime.fromisoformat(when)
         if at.tzinfo is None:
             raise ValueError("naive time")
+        at.astimezone(UTC)  # OverflowError past year 9999 or before year 1
         return at, uuid.UUID(ident)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _invalid() from exc
 
 

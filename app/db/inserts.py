@@ -84,6 +84,9 @@ async def insert_jobs(
             first_with_key[key] = i
         to_insert.append(i)
 
+    # Keyed rows in key order: two transactions inserting some of the same keys (two API
+    # processes' group commits) then wait on each other in one order, never in a circle.
+    to_insert.sort(key=lambda i: (jobs[i].idempotency_key is None, jobs[i].idempotency_key or ""))
     keys = list(first_with_key)
     if keys:
         await fetch(RELEASE_EXPIRED_KEYS, keys, float(key_ttl))

@@ -6,10 +6,18 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
 
 # An ISO 8601 time starts with its date, YYYY-MM-DD.
 ISO_8601_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -21,6 +29,21 @@ QUEUE_NAME_MAX: Final = 100
 BATCH_MAX: Final = 1000
 KEY_MAX: Final = 255
 REASON_MAX: Final = 1000
+
+
+def _fits_in_utc(value: datetime) -> datetime:
+    # 9999-12-31T23:59:59-23:59 is a valid time whose UTC form is in year 10000: Python
+    # (and the driver, which converts to UTC) cannot represent it.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC (years 1 to 9999)") from None
+    return value
+
+
+# A time with a UTC offset that stays within Python's range once converted to UTC: every
+# time a request carries (run_at, listing filters) is one.
+UtcTime = Annotated[AwareDatetime, AfterValidator(_fits_in_utc)]
 
 JobStatus = Literal[
     "queued", "migrated_to_redis", "running", "completed", "failed", "cancelled", "discarded"
@@ -54,7 +77,8 @@ class JobCreate(BaseModel):
     payload: dict[str, Any] = Field(
         description="A JSON object handed to the handler; at most MAX_PAYLOAD_BYTES as JSON."
     )
-    priority: int | None = Field(
+    # Strict: a boolean or a numeric string is refused, not read as a number (true is not 1).
+    priority: StrictInt | None = Field(
         None,
         ge=PRIORITY_MIN,
         le=PRIORITY_MAX,
@@ -63,12 +87,14 @@ class JobCreate(BaseModel):
             "Omitted: the queue's default_priority (100 unless changed)."
         ),
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: UtcTime | None = Field(
         None,
         description="ISO 8601 time with a UTC offset; the job does not start before it. "
         "Omitted: now.",
     )
-    max_attempts: int = Field(3, ge=1, le=MAX_ATTEMPTS_MAX, description="Attempts before failing.")
+    max_attempts: StrictInt = Field(
+        3, ge=1, le=MAX_ATTEMPTS_MAX, description="Attempts before failing."
+    )
 
     @field_validator("run_at", mode="before")
     @classmethod

@@ -2,7 +2,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from app.api.auth import Authenticator, digest, parse_api_keys
-from app.api.limits import json_depth_exceeds
+from app.api.limits import json_depth_exceeds, strict_json_error
 from app.crypto import DecryptionError, PayloadCipher
 
 
@@ -43,12 +43,50 @@ def test_a_key_name_is_unique() -> None:
         (b'{"a": [1, [2]]}', 3, False),
         (b'{"a": [1, [2]]}', 2, True),
         (b'{"s": "[[[[[[\\"[[[["}', 1, False),  # brackets and an escaped quote in a string
+        (b'{"s": "a\\\\", "t": [[1]]}', 2, True),  # an escaped backslash ends the string
+        (b'{"s": "a\\\\\\"[[[", "t": [1]}', 2, False),  # backslash, then escaped quote
         (b"[[[]]]", 3, False),
         (b"[[[[]]]]", 3, True),
+        (b"[[],[[]],[[],[[]]]]", 4, False),
+        (b"[[],[[]],[[],[[]]]]", 3, True),  # deep without 4 opening brackets in a row
+        # Across the slices in which the scan lets the event loop run.
+        (b"[" + b"[[]]," * 400_000 + b"[[]]" + b"]", 3, False),
+        (b"[" + b"[[]]," * 400_000 + b"[[[]]]" + b"]", 3, True),
+        (b"[" + b"[[]]," * 400_000 + b"[[[[]]]]" + b"]", 4, True),
     ],
 )
-def test_json_depth_is_measured_outside_strings(body: bytes, limit: int, exceeds: bool) -> None:
-    assert json_depth_exceeds(body, limit) is exceeds
+async def test_json_depth_is_measured_outside_strings(
+    body: bytes, limit: int, exceeds: bool
+) -> None:
+    assert await json_depth_exceeds(body, limit) is exceeds
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": NaN}',
+        b'{"a": Infinity}',
+        b'{"a": [-Infinity]}',
+        b'{"a": 1e400}',
+        b'{"a": -1.5E+400}',
+        b'{"a": 1' + b"0" * 400 + b".0}",
+        b'{"s": "\\\\", "a": NaN}',  # after a string ending in an escaped backslash
+    ],
+)
+def test_json_only_lenient_parsers_read_is_refused(body: bytes) -> None:
+    assert strict_json_error(body) is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": 1e308, "b": [1.5, -0.0, 12345678901234567890123], "c": true, "d": null}',
+        b'{"NaN": "Infinity", "s": "1e400 \\" NaN"}',  # only inside strings
+        b"{not json",  # invalid, but not a lenient parser's number: FastAPI's 422
+    ],
+)
+def test_strict_json_is_not_refused(body: bytes) -> None:
+    assert strict_json_error(body) is None
 
 
 def test_cipher_round_trip_and_rotation() -> None:

@@ -7,7 +7,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.api.actions import ActionOut, ReasonQuery, apply_action, publish_changes
 from app.api.common import (
@@ -29,7 +28,7 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.jobs.model import QUEUE_NAME_MAX
+from app.jobs.model import QUEUE_NAME_MAX, UtcTime
 
 router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
 
@@ -88,7 +87,7 @@ async def list_dead_letters(
         str | None, Query(max_length=QUEUE_NAME_MAX, description="Only this queue.")
     ] = None,
     failed_since: Annotated[
-        AwareDatetime | None, Query(description="Only jobs that failed at or after this time.")
+        UtcTime | None, Query(description="Only jobs that failed at or after this time.")
     ] = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = LIMIT_DEFAULT,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.jobs.model import QUEUE_NAME_MAX, REASON_MAX
+from app.jobs.model import QUEUE_NAME_MAX, REASON_MAX, UtcTime
 
 
 class BulkReplayIn(BaseModel):
@@ -24,7 +24,7 @@ class BulkReplayIn(BaseModel):
     queue_name: str = Field(
         min_length=1, max_length=QUEUE_NAME_MAX, description="The queue to replay."
     )
-    failed_since: AwareDatetime | None = Field(
+    failed_since: UtcTime | None = Field(
         None, description="Only jobs that failed at or after this time; omitted: all."
     )
     reason: str | None = Field(

@@ -15,7 +15,7 @@ from app.api.common import (
     documented,
     field_error,
 )
-from app.api.deps import GroupCommitDep, RuntimeDep
+from app.api.deps import CreatedCounterDep, GroupCommitDep, RuntimeDep
 from app.api.jobs.creation import create_jobs
 from app.api.jobs.examples import CREATE_JOB_EXAMPLES, CREATE_JOB_RESPONSES
 from app.api.jobs.schemas import BatchItemOut, JobBatchIn, JobBatchOut, JobCreated
@@ -137,7 +137,9 @@ async def create_job(
         ),
     },
 )
-async def create_batch(body: JobBatchIn, rt: RuntimeDep) -> JSONResponse:
+async def create_batch(
+    body: JobBatchIn, rt: RuntimeDep, counter: CreatedCounterDep
+) -> JSONResponse:
     jobs, rows = prepare_jobs(
         body.jobs,
         model=BatchJob,
@@ -152,6 +154,7 @@ async def create_batch(body: JobBatchIn, rt: RuntimeDep) -> JSONResponse:
         rows,
         locs=[("body", "jobs", i) for i in range(len(jobs))],
         key_fields=["idempotency_key"] * len(jobs),
+        counter=counter,
     )
     items = []
     for index, result in enumerate(results):

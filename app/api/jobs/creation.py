@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from app.api.jobs.created import CreatedCounter
 from app.batcher import Batcher
 from app.jobs.model import InsertResult, JobCreate, JobToInsert
 from app.jobs.validation import raise_for_refused
@@ -23,16 +24,20 @@ GROUP_COMMIT_CLOSE_TIMEOUT = 10.0
 GroupCommit = Batcher[JobToInsert, InsertResult]
 
 
-def group_commit(rt: Runtime) -> GroupCommit:
+def group_commit(rt: Runtime, counter: CreatedCounter | None = None) -> GroupCommit:
     """Concurrent POST /jobs requests share one INSERT and one commit: each row is
     created, found by its idempotency key, or refused on its own, whatever the others
-    are; an idle API adds no delay, a busy one pays one WAL flush per batch."""
+    are; an idle API adds no delay, a busy one pays one WAL flush per batch. Created
+    jobs are counted by `counter`, which never waits on Redis."""
 
     async def insert(rows: list[JobToInsert]) -> list[InsertResult]:
         return await rt.inserts.insert_each(rows, key_ttl=rt.settings.idempotency_key_ttl)
 
     async def count(_rows: list[JobToInsert], results: Sequence[object]) -> None:
-        await count_created(rt, [r for r in results if isinstance(r, InsertResult)])
+        if counter is not None:
+            counter.add(results)
+        else:
+            await count_created(rt, [r for r in results if isinstance(r, InsertResult)])
 
     return Batcher(insert, name="group-commit", max_items=GROUP_COMMIT_MAX, after_flush=count)
 
@@ -54,6 +59,7 @@ async def create_jobs(
     locs: Sequence[Sequence[str | int]],
     key_fields: Sequence[str],
     group: GroupCommit | None = None,
+    counter: CreatedCounter | None = None,
 ) -> list[InsertResult]:
     """Insert the prepared rows of validated jobs, all or nothing. A refused item (unknown
     queue, idempotency key reused with a different request) raises InputErrors naming
@@ -62,6 +68,9 @@ async def create_jobs(
         results = [await group.submit(rows[0])]  # counted by the group commit
     else:
         results = await rt.inserts.insert_jobs(rows, key_ttl=rt.settings.idempotency_key_ttl)
-        await count_created(rt, results)
+        if counter is not None:
+            counter.add(results)  # written to Redis in the background
+        else:
+            await count_created(rt, results)
     raise_for_refused(jobs, results, locs=locs, key_fields=key_fields)
     return results

@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import AwareDatetime
 
 from app.api.common import (
     UNAVAILABLE_EXAMPLES,
@@ -26,7 +25,7 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.jobs.model import QUEUE_NAME_MAX, JobStatus
+from app.jobs.model import QUEUE_NAME_MAX, JobStatus, UtcTime
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -65,11 +64,9 @@ async def list_jobs(
         JobStatus | None, Query(alias="status", description="Only this status.")
     ] = None,
     created_from: Annotated[
-        AwareDatetime | None, Query(description="Created at or after this time.")
+        UtcTime | None, Query(description="Created at or after this time.")
     ] = None,
-    created_to: Annotated[
-        AwareDatetime | None, Query(description="Created before this time.")
-    ] = None,
+    created_to: Annotated[UtcTime | None, Query(description="Created before this time.")] = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = LIMIT_DEFAULT,
 ) -> JobPage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from app.api.pagination import Page
 from app.jobs.model import PRIORITY_MAX, PRIORITY_MIN
@@ -73,8 +73,9 @@ class QueueCreate(BaseModel):
     )
 
     name: str = Field(min_length=1, max_length=100, description="1-100 characters, no whitespace.")
-    default_priority: int = Field(100, ge=PRIORITY_MIN, le=PRIORITY_MAX)
-    is_active: bool = True
+    # Strict, as every number and flag a request carries: true is not 1, "1" is not 1.
+    default_priority: StrictInt = Field(100, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    is_active: StrictBool = True
 
     @field_validator("name")
     @classmethod
@@ -89,8 +90,10 @@ class QueueUpdate(BaseModel):
         json_schema_extra={"examples": [{"is_active": False}, {"default_priority": 40}]},
     )
 
-    is_active: bool | None = Field(None, description="False pauses the queue, true resumes it.")
-    default_priority: int | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    is_active: StrictBool | None = Field(
+        None, description="False pauses the queue, true resumes it."
+    )
+    default_priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
 
 
 class QueueSettingsOut(BaseModel):
