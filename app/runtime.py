@@ -3,10 +3,9 @@ that runs the migrator and workers, whether embedded in the API or on their own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,33 +22,34 @@ from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
+from app.maintenance.inflight import InflightRecovery
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
 from app.maintenance.retention import Retention
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
+from app.supervise import Supervisor
 from app.worker.runner import Worker
 
 log = logging.getLogger("hybridq")
 
-# Seconds beyond SHUTDOWN_GRACE_PERIOD that a stopping process gives its tasks to hand
-# unfinished jobs back (cancel handlers, flush outcomes, release): the worker's own
-# deadlines (app.worker.runner.HANDLER_CANCEL_WAIT, RECORDER_CLOSE_TIMEOUT) fit in it.
-# docker/compose.yaml's stop_grace_period must leave room for it.
-HAND_BACK_ALLOWANCE = 15.0
-
 
 def make_redis(settings: Settings) -> aioredis.Redis:
     """One client (with its pool) per process. Blocking pops need a longer socket timeout
-    than ordinary calls, so the socket timeout leaves room for the fetch timeout."""
-    return aioredis.Redis.from_url(
+    than ordinary calls, so the socket timeout leaves room for the fetch timeout. The pool
+    blocks (up to REDIS_TIMEOUT) when all its connections are busy, rather than failing
+    at once: a burst of /metrics scrapes waits its turn instead of answering 503, and a
+    migrator's push is not refused (which would roll its move back)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout + settings.worker_fetch_timeout,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
         max_connections=max(16, settings.db_pool_max_size * 2),
+        timeout=settings.redis_timeout,
     )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 @dataclass(slots=True)
@@ -92,8 +92,9 @@ class Runtime:
     def maintenance(self) -> Maintenance:
         """The periodic tasks that run beside every migrator."""
         tasks: list[PeriodicTask] = [
-            LeaseRescue(self.recovery, self.settings),
+            LeaseRescue(self.recovery, self.settings, self.redis, self.keys),
             RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
+            InflightRecovery(self.recovery, self.redis, self.keys, self.settings),
             Retention(
                 store=self.retention,
                 redis=self.redis,
@@ -158,60 +159,29 @@ async def open_runtime(
         await pool.close()
 
 
-class BackgroundServices:
-    """Runs a migrator (with its maintenance tasks) and/or a worker as tasks, and stops
-    them gracefully."""
+class BackgroundServices(Supervisor):
+    """A migrator (with its maintenance tasks) and/or a worker, supervised
+    (app.supervise): restarted with backoff when `restart`, else a crash ends the
+    process. `rebuild_worker` makes a fresh worker for a restart."""
 
     def __init__(
         self,
         migrator: Migrator | None,
         worker: Worker | None,
         maintenance: Maintenance | None = None,
+        *,
+        restart: bool = False,
+        rebuild_worker: Callable[[], Worker] | None = None,
     ) -> None:
-        self.migrator = migrator
-        self.worker = worker
-        self.maintenance = maintenance
-        self._tasks: list[asyncio.Task[None]] = []
+        super().__init__(restart=restart)
+        if migrator is not None:
+            self.add("migrator", migrator)
+        if maintenance is not None:
+            self.add("maintenance", maintenance)
+        if worker is not None:
+            self.add("worker", worker, rebuild_worker, ends_by_itself=worker.burst)
 
-    def start(self) -> None:
-        if self.migrator is not None:
-            self._tasks.append(asyncio.create_task(self.migrator.run(), name="migrator"))
-        if self.maintenance is not None:
-            self._tasks.append(asyncio.create_task(self.maintenance.run(), name="maintenance"))
-        if self.worker is not None:
-            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
-
-    def stop(self) -> None:
-        if self.migrator is not None:
-            self.migrator.stop()
-        if self.maintenance is not None:
-            self.maintenance.stop()
-        if self.worker is not None:
-            self.worker.stop()
-
-    async def wait(self) -> None:
-        """Wait until every service returned; re-raise the first crash."""
-        if self._tasks:
-            results = await asyncio.gather(*self._tasks, return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
-                    raise r
-
-    async def wait_first(self) -> None:
-        """Return when any service stops (a crash or a burst worker that finished)."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-
-    async def shutdown(self, grace: float) -> None:
-        self.stop()
-        if not self._tasks:
-            return
-        # Workers wait `grace` for in-flight jobs, then hand back.
-        _done, pending = await asyncio.wait(self._tasks, timeout=grace + HAND_BACK_ALLOWANCE)
-        for t in pending:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                exc = t.exception() if t.done() and not t.cancelled() else None
-                if exc is not None:
-                    log.error("%s crashed", t.get_name(), exc_info=exc)
+    @property
+    def worker(self) -> Worker | None:
+        service = self.service("worker")
+        return service if isinstance(service, Worker) else None

@@ -4,13 +4,21 @@ A job that finishes while a flush is in progress waits for the next one, so unde
 many outcomes share a round trip and an idle worker adds no delay (app.batcher). When
 PostgreSQL is unreachable the outcomes stay pending and the flush is retried until it
 succeeds or the worker gives up (then the lease expires and the job runs again: never
-lost).
+lost). A retried flush writes only what did not apply yet: after a partial success
+(the completions written, the failures not), the completions are not sent again (their
+fence would no longer hold, and they would be reported as discarded).
+
+Once an outcome is written, the job's in-flight entry in Redis goes with the hash
+update. An outcome that was not applied (the fence no longer held, e.g. the claim was an
+asynchronous commit lost in a PostgreSQL crash) keeps its entry: the in-flight recovery
+pushes the message back, and the claim decides whether it runs again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -21,6 +29,7 @@ from app.job_state import JobStateCache
 from app.logs import bound_job
 from app.metrics import MetricsWriter
 from app.redis_batch import Batch, redis_batch
+from app.worker.fetch import Popped
 
 log = logging.getLogger("hybridq.worker")
 
@@ -39,12 +48,17 @@ class OutcomeRecorder:
         redis: aioredis.Redis,
         state: JobStateCache,
         worker_id: str,
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.store = store
         self.redis = redis
         self.state = state
         self.worker_id = worker_id
         self.metrics = MetricsWriter(state.keys)
+        # In-flight entries of claimed jobs, removed once their outcome is written.
+        self._entries: dict[uuid.UUID, Popped] = {}
+        # Answers of outcomes already written by a flush that then failed (retry mode).
+        self._settled: dict[Outcome, str | None] = {}
         # Each outcome is answered with the job's new status, or None when this
         # worker's fence no longer held (the outcome was discarded).
         self._batcher: Batcher[Outcome, str | None] = Batcher(
@@ -52,10 +66,15 @@ class OutcomeRecorder:
             name=f"recorder-{worker_id}",
             retry=True,
             after_flush=self._update_cache,
+            on_crash=on_crash,
         )
 
     def start(self) -> None:
         self._batcher.start()
+
+    def track(self, job_id: uuid.UUID, entry: Popped) -> None:
+        """The in-flight entry to remove once this job's outcome is written."""
+        self._entries[job_id] = entry
 
     async def record(self, outcome: Outcome) -> bool:
         """Queue an outcome; True once it is written, False if the fence no longer held."""
@@ -70,16 +89,20 @@ class OutcomeRecorder:
         self._batcher.abandon()
 
     async def _write(self, batch: list[Outcome]) -> list[str | None]:
-        successes = [o for o in batch if isinstance(o, Success)]
-        failures = [o for o in batch if isinstance(o, Failure)]
-        status: dict[object, str] = dict.fromkeys(
-            await self.store.complete(self.worker_id, successes), "completed"
-        )
-        for result in await self.store.fail(self.worker_id, failures):
-            status[result.job_id] = result.status
+        settled = self._settled
+        successes = [o for o in batch if isinstance(o, Success) and o not in settled]
+        failures = [o for o in batch if isinstance(o, Failure) and o not in settled]
+        if successes:
+            completed = await self.store.complete(self.worker_id, successes)
+            for s in successes:
+                settled[s] = "completed" if s.job_id in completed else None
+        if failures:
+            status = {r.job_id: r.status for r in await self.store.fail(self.worker_id, failures)}
+            for f in failures:
+                settled[f] = status.get(f.job_id)
         answers: list[str | None] = []
         for outcome in batch:
-            answer = status.get(outcome.job_id)
+            answer = settled.pop(outcome, None)
             if answer is None:
                 with bound_job(outcome.job_id, None, outcome.attempt, self.worker_id):
                     log.warning(
@@ -94,11 +117,14 @@ class OutcomeRecorder:
         self, batch: list[Outcome], answers: Sequence[str | BaseException | None]
     ) -> None:
         """The jobs are recorded and their slots released: now the hashes and metrics."""
+        entries = [self._entries.pop(o.job_id, None) for o in batch]
         try:
             async with redis_batch(self.redis) as pipe:
-                for outcome, status in zip(batch, answers, strict=True):
+                for outcome, status, entry in zip(batch, answers, entries, strict=True):
                     if not isinstance(status, str):
                         continue
+                    if entry is not None:
+                        pipe.pipe.zrem(self.state.keys.inflight(entry.queue), entry.member)
                     if isinstance(outcome, Success):
                         self.state.completed(
                             pipe, outcome.job_id, outcome.finished_at, outcome.attempt

@@ -1,16 +1,21 @@
 """The worker: pops jobs from Redis, claims them in PostgreSQL, runs their handlers.
 
-Fetch: one BLMPOP over every served queue's lists, high before normal before low, taking
-as many jobs as there are free slots. Claim: one conditional UPDATE for the popped ids
-(migrated_to_redis -> running, with worker id, attempt number and lease); a copy whose
-claim fails (a duplicate, a cancelled job) is dropped without running. Outcome: written
-by the recorder, fenced by (worker_id, attempt). Retries wait in PostgreSQL via run_at.
+Fetch: one atomic pop over every served queue's lists (app.worker.fetch), high before
+normal before low, fair between queues, taking as many jobs as there are free slots and
+recording each in flight. Claim: one conditional UPDATE for the popped ids
+(migrated_to_redis -> running, with worker id, attempt number, lease and a random
+token); a copy whose claim fails (a duplicate, a cancelled job) is dropped without
+running, and a claim that waits too long on a row lock is given up (the in-flight
+recovery brings the copies back). Outcome: written by the recorder, fenced by (worker_id,
+attempt, token); the in-flight entry goes once the outcome is written. Retries wait in
+PostgreSQL via run_at.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -22,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import asyncpg
 import redis.asyncio as aioredis
 
 from app.backoff import retry_delay
@@ -37,6 +42,7 @@ from app.metrics import MetricsWriter
 from app.redis_batch import redis_batch
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
+from app.worker.fetch import Fetcher, Popped, parse_message
 from app.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger("hybridq.worker")
@@ -57,7 +63,12 @@ class _InFlight:
     job: Job
     task: asyncio.Task[None]
     started_at: datetime
+    popped: Popped  # its in-flight entry in Redis
     recording: bool = False  # the outcome is handed to the recorder
+
+
+class WorkerCrashed(RuntimeError):
+    """A task the worker depends on (heartbeat, outcome recorder) ended unexpectedly."""
 
 
 class Worker:
@@ -92,12 +103,17 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.cipher = cipher or PayloadCipher([], {})
-        self.fetch_keys = keys.fetch_order(self.queues)
+        self.fetcher = Fetcher(redis, keys, self.queues)
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(
-            store=store, redis=redis, state=self.state, worker_id=self.worker_id
+            store=store,
+            redis=redis,
+            state=self.state,
+            worker_id=self.worker_id,
+            on_crash=self._crash,
         )
+        self._crashed: BaseException | None = None
         self._inflight: dict[uuid.UUID, _InFlight] = {}
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
@@ -110,22 +126,34 @@ class Worker:
         """Stop fetching; in-flight jobs get the grace period to finish."""
         self._stop.set()
 
+    def _crash(self, exc: BaseException) -> None:
+        """A side task died: stop fetching; run() then raises WorkerCrashed."""
+        if self._crashed is None:
+            log.error("worker %s: %s", self.worker_id, exc)
+            self._crashed = exc
+        self._stop.set()
+
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
 
     async def run(self) -> None:
+        mode = " (burst)" if self.burst else ""
+        queues = ", ".join(self.queues)
         log.info(
-            "worker %s serving %s with concurrency %d%s",
-            self.worker_id,
-            ", ".join(self.queues),
-            self.concurrency,
-            " (burst)" if self.burst else "",
+            "worker %s serving %s, concurrency %d%s", self.worker_id, queues, self.concurrency, mode
         )
         self.recorder.start()
         heartbeat_stop = asyncio.Event()
         heartbeat = asyncio.create_task(
             self._heartbeat_loop(heartbeat_stop), name="worker-heartbeat"
+        )
+        heartbeat.add_done_callback(
+            lambda t: (
+                None
+                if heartbeat_stop.is_set()
+                else self._crash(WorkerCrashed("the heartbeat task ended unexpectedly"))
+            )
         )
         try:
             await self._fetch_loop()
@@ -141,6 +169,8 @@ class Worker:
                 await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
                 await self.redis.zrem(self.keys.workers_index(), self.worker_id)
             log.info("worker %s stopped", self.worker_id)
+        if self._crashed is not None:
+            raise WorkerCrashed(f"worker {self.worker_id}: {self._crashed}") from self._crashed
 
     # --- fetching -----------------------------------------------------------------
 
@@ -153,55 +183,50 @@ class Worker:
                 await wait_any(self._slot_free, self._stop)
                 continue
             try:
-                messages = await self._pop(free)
+                popped = await self.fetcher.pop(free)
+                if not popped and not self.burst:
+                    await self.fetcher.wait(self.settings.worker_fetch_timeout)
                 backoff.reset()
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except Exception as exc:
+                # Unreachable, or read-only after a failover (ReadOnlyError), or any other
+                # error: never a reason to stop serving. Wait and look again.
                 delay = backoff.next()
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                log.warning("could not pop from Redis (%r); retrying in %.1fs", exc, delay)
                 await wait_any(self._stop, timeout=delay)
                 continue
-            if not messages:
+            if not popped:
                 if self.burst:
                     if not self._inflight:
                         return
                     self._slot_free.clear()
                     await wait_any(self._slot_free, self._stop)
                 continue
-            await self._claim_and_start(messages)
+            await self._claim_and_start(popped)
 
-    async def _pop(self, count: int) -> list[bytes]:
-        if self.burst:
-            result: Any = await self.redis.lmpop(
-                len(self.fetch_keys), *self.fetch_keys, direction="RIGHT", count=count
-            )
-        else:
-            result = await self.redis.blmpop(
-                self.settings.worker_fetch_timeout,
-                len(self.fetch_keys),
-                *self.fetch_keys,
-                direction="RIGHT",
-                count=count,
-            )
-        if not result:
-            return []
-        _key, values = result
-        return list(values)
-
-    async def _claim_and_start(self, messages: list[bytes]) -> None:
+    async def _claim_and_start(self, popped: list[Popped]) -> None:
         by_id: dict[uuid.UUID, dict[str, Any]] = {}
-        for raw in messages:
-            try:
-                data = orjson.loads(raw)
-                by_id[uuid.UUID(data["id"])] = data
-            except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-                log.error("dropping malformed message from Redis: %r", raw[:200])
-        if not by_id:
-            return
-        claims = await self._claim(list(by_id))
+        entry_of: dict[uuid.UUID, Popped] = {}
+        dropped: list[Popped] = []
+        for p in popped:
+            data = parse_message(p.message)
+            if data is None:
+                log.error("dropping malformed message from Redis: %r", p.message[:200])
+                dropped.append(p)
+                continue
+            earlier = entry_of.get(data["id"])
+            if earlier is not None and earlier.member != p.member:
+                dropped.append(earlier)  # two copies in one pop: one is claimed
+            by_id[data["id"]] = data
+            entry_of[data["id"]] = p
+        claims = await self._claim(list(by_id)) if by_id else []
         if claims is None:
+            # Given up (lock timeout, or PostgreSQL away too long): the in-flight
+            # entries stay, and the recovery pushes the copies back.
+            await self.fetcher.forget_now(dropped)
             return
         won = {c.id for c in claims}
         for job_id in by_id.keys() - won:
+            dropped.append(entry_of[job_id])
             with bound_job(job_id, by_id[job_id].get("queue_name"), None, self.worker_id):
                 log.debug(
                     "dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id
@@ -218,9 +243,10 @@ class Worker:
                 max_attempts=c.max_attempts,
                 priority=data["priority"],
             )
+            self.recorder.track(c.id, entry_of[c.id])
             task = asyncio.create_task(self._execute(c, job), name=f"job-{c.id}")
             self._inflight[c.id] = _InFlight(
-                claim=c, job=job, task=task, started_at=datetime.now(UTC)
+                claim=c, job=job, task=task, started_at=datetime.now(UTC), popped=entry_of[c.id]
             )
             self.jobs_started += 1
             task.add_done_callback(functools.partial(self._finished, c.id))
@@ -230,6 +256,7 @@ class Worker:
 
         try:
             async with redis_batch(self.redis) as pipe:
+                self.fetcher.forget(pipe.pipe, dropped)
                 for c in claims:
                     self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
                     queue = by_id[c.id]["queue_name"]
@@ -241,18 +268,26 @@ class Worker:
             log.warning("could not update job hashes in Redis", exc_info=True)
 
     async def _claim(self, job_ids: list[uuid.UUID]) -> list[Claim] | None:
-        """Claim, retrying while PostgreSQL is unreachable; the copies stay migrated."""
+        """Claim, retrying while PostgreSQL is unreachable, for at most the visibility
+        timeout; None when given up (the copies are then the in-flight recovery's)."""
         backoff = Backoff()
+        deadline = time.monotonic() + self.settings.visibility_timeout
         while True:
             try:
                 return await self.store.claim(
-                    job_ids, self.worker_id, self.settings.visibility_timeout
+                    job_ids,
+                    self.worker_id,
+                    self.settings.visibility_timeout,
+                    self.settings.claim_lock_timeout,
                 )
+            except (asyncpg.LockNotAvailableError, TimeoutError) as exc:
+                # A migrator holds these rows and does not commit (hung, or its host
+                # gone): do not wait for it; fetch other jobs.
+                log.warning("claim of %d jobs gave up on a lock (%r)", len(job_ids), exc)
+                return None
             except Exception as exc:
-                if self._stop.is_set():
-                    # The jobs stay migrated_to_redis with no copy in Redis; the
-                    # reconciliation of the migrator returns them to queued.
-                    log.error("could not claim %d jobs while stopping: %s", len(job_ids), exc)
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    log.error("could not claim %d jobs: %s; left to recovery", len(job_ids), exc)
                     return None
                 delay = backoff.next()
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
@@ -302,6 +337,7 @@ class Worker:
                     started_at=started,
                     finished_at=finished,
                     queue_name=job.queue_name,
+                    token=claim.token,
                 )
             )
             return
@@ -323,6 +359,7 @@ class Worker:
                 error=error[:10_000],
                 retry_delay=delay,
                 queue_name=job.queue_name,
+                token=claim.token,
             )
         )
 
@@ -332,8 +369,11 @@ class Worker:
         # A plain function runs in a thread so it cannot block the event loop: a pool as
         # large as the concurrency, so a sync handler never waits for a thread. A thread
         # cannot be killed: past its timeout the attempt fails, the thread runs on.
+        # The thread runs in a copy of this task's context, so the handler's log lines
+        # carry the job's id like an async handler's.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, handler.func, job)
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._threads, context.run, handler.func, job)
 
     # --- heartbeat ----------------------------------------------------------------
 
@@ -354,6 +394,11 @@ class Worker:
         if ids:
             held = await self.store.renew_leases(
                 ids, self.worker_id, self.settings.visibility_timeout
+            )
+            # Keep the in-flight entries of running jobs fresh, so the recovery leaves
+            # them alone while this worker lives.
+            await self.fetcher.touch(
+                [e.popped for i, e in list(self._inflight.items()) if i in held]
             )
             for job_id in set(ids) - held:
                 entry = self._inflight.get(job_id)
@@ -392,6 +437,9 @@ class Worker:
                     [(f.claim.id, f.claim.attempt, f.started_at) for f in unfinished],
                 )
                 async with redis_batch(self.redis) as pipe:
+                    self.fetcher.forget(
+                        pipe.pipe, [f.popped for f in unfinished if f.claim.id in released]
+                    )
                     for f in unfinished:
                         if f.claim.id in released:
                             self.state.requeued(pipe, f.claim.id, f.claim.attempt - 1)

@@ -132,11 +132,18 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
         lambda j: ([uuid.uuid4()], [QUEUE], ["{}"], [None], [None], [3], [None], [None])
     ),
     "inserts:RELEASE_EXPIRED_KEYS": once(lambda j: (["k"], 0.0)),
-    "hot:MOVE_DUE_JOBS": once(lambda j: (100, [])),
-    "hot:CLAIM_JOBS": once(lambda j: (ids(j), WORKER, 30.0)),
+    "hot:MOVE_DUE_JOBS": once(lambda j: (100, [], "10000")),
+    "hot:CLAIM_JOBS": once(lambda j: (ids(j), WORKER, 30.0, "10000")),
     "hot:RENEW_LEASES": once(lambda j: (ids(j), WORKER, 30.0)),
     "hot:COMPLETE_JOBS": once(
-        lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), [HOUR_AGO] * len(j), WORKER)
+        lambda j: (
+            ids(j),
+            [1] * len(j),
+            [HOUR_AGO] * len(j),
+            [HOUR_AGO] * len(j),
+            WORKER,
+            [None] * len(j),
+        )
     ),
     "hot:FAIL_JOBS": once(
         lambda j: (
@@ -147,12 +154,12 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
             ["boom"] * len(j),
             [1.0] * len(j),
             WORKER,
+            [None] * len(j),
         )
     ),
     "hot:RELEASE_JOBS": once(lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), WORKER)),
-    "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
-    "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
-    "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
+    "recovery:RESCUE_EXPIRED_LEASES": None,  # type: ignore[dict-item]  # two stall counts
+    "recovery:REQUEUE_MIGRATED_BEFORE": once(lambda j: (100, datetime.now(UTC))),
     "actions:REPLAY_JOB": each(lambda i: (i, "why", "key:t")),
     "actions:REPLAY_DEAD_LETTERS": once(
         lambda j: (QUEUE, "why", "key:t", None, datetime.now(UTC), 100)
@@ -163,11 +170,11 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
 }
 
 
-async def requeue_migrated(conn: Connection, jobs: Jobs) -> None:
-    rows = await conn.fetch("SELECT id, updated_at FROM jobs")
-    await conn.fetch(
-        sql("recovery:REQUEUE_MIGRATED"), [r["id"] for r in rows], [r["updated_at"] for r in rows]
-    )
+async def rescue_expired_leases(conn: Connection, jobs: Jobs) -> None:
+    """Jobs with attempts left stall for the first time (queued again); the others are at
+    their last allowed stall (failed as poison pills)."""
+    await conn.execute("UPDATE jobs SET stall_count = CASE WHEN max_attempts = 1 THEN 2 ELSE 0 END")
+    await conn.fetch(sql("recovery:RESCUE_EXPIRED_LEASES"), 100, 3, 1.0)
 
 
 @pytest.mark.parametrize("statement", sorted(statements_writing_jobs()))
@@ -178,7 +185,7 @@ async def test_a_statement_makes_exactly_the_changes_the_table_lists(
     async with runtime.pool.acquire() as conn:
         jobs = await setup_jobs(conn)
         factory = RUNNERS[statement]
-        run = requeue_migrated if factory is None else factory(statement)
+        run = rescue_expired_leases if factory is None else factory(statement)
         await run(conn, jobs)
         after = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM jobs")}
     seen: set[tuple[str | None, str | None]] = {

@@ -87,7 +87,10 @@ class QueueHealthOut(BaseModel):
                         "connected_clients": 7,
                         "error": None,
                     },
-                    "queues": {"queue:email-sending:high": 0, "queue:email-sending": 12},
+                    "queues": {
+                        "queue:{email-sending}:high": 0,
+                        "queue:{email-sending}:normal": 12,
+                    },
                     "workers": {"active_workers": 1, "worker_ids": ["host-1234-5f2a9c1b"]},
                     "jobs": {"queued": 12, "completed": 9000, "failed": 3},
                     "jobs_exact": True,
