@@ -65,6 +65,13 @@ def start_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
     )
 
 
+def start_migrator(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.migrator"], env=env, stdout=log, stderr=log, cwd=ROOT
+        )
+
+
 def free_port() -> int:
     import socket
 
@@ -138,10 +145,7 @@ async def run(jobs: int, duration: float, baseline: bool) -> None:
                 PYTHONPATH=str(ROOT),
                 REDIS_QUEUE_MAX_DEPTH=str(jobs),
             )
-            log = open(Path(tmp) / "migrator.log", "wb")  # noqa: SIM115
-            migrator = subprocess.Popen(
-                [sys.executable, "-m", "app.migrator"], env=env, stdout=log, stderr=log, cwd=ROOT
-            )
+            migrator = start_migrator(env, Path(tmp) / "migrator.log")
 
             async def all_in_redis() -> bool:
                 return sum([await redis.llen(k) for k in keys.queue_lists(QUEUE)]) >= jobs
@@ -178,13 +182,13 @@ async def run(jobs: int, duration: float, baseline: bool) -> None:
     commands: dict[str, int] = {}
     for entry in slow:
         cmd = entry["command"]
-        word = (cmd.split()[0] if isinstance(cmd, bytes) else str(cmd).split()[0]).upper()
-        commands[word if isinstance(word, str) else word.decode()] = commands.get(word, 0) + 1
+        text = cmd.decode(errors="replace") if isinstance(cmd, bytes) else str(cmd)
+        word = text.split()[0].upper() if text.split() else "?"
+        commands[word] = commands.get(word, 0) + 1
     mode = "baseline (RPOP, no in-flight record)" if baseline else "in-flight records"
     print(f"recovery bench: {mode}; {jobs} jobs waiting in Redis; {duration:g} s measured")
-    print(
-        f"  lost job back in its list after: {'never' if recovered is None else f'{recovered:.1f} s'}"
-    )
+    back = "never" if recovered is None else f"{recovered:.1f} s"
+    print(f"  lost job back in its list after: {back}")
     print(f"  Redis depth at the end: {depth}")
     print(
         f"  PING ms: p50 {statistics.median(pings):.2f}  p99 "

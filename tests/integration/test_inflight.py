@@ -177,7 +177,7 @@ async def test_messages_in_lists_of_the_earlier_key_format_are_moved_and_run(
     moved: list[bytes] = []
     for q in ("t-old", "t-old:high"):
         for key in rt.keys.queue_lists(q):
-            moved += await rt.redis.lrange(key, 0, -1)
+            moved += [m for m in await rt.redis.lrange(key, 0, -1) if isinstance(m, bytes)]
             await rt.redis.delete(key)
     for message in moved:
         data = orjson.loads(message)

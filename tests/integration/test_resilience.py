@@ -236,7 +236,7 @@ async def test_a_retried_flush_writes_only_the_outcomes_that_did_not_apply(
     )
     await recorder.close()
     assert store.failed_once
-    assert results == [True, True]  # the completion was not reported as discarded
+    assert list(results) == [True, True]  # the completion was not reported as discarded
     assert await job_status(rt, ok) == "completed"
     assert await job_status(rt, bad) == "queued"
     state = await rt.redis.hgetall(rt.keys.job(str(ok)))
@@ -254,7 +254,9 @@ async def test_a_late_migrated_write_does_not_overwrite_a_later_state(
     async def write(step: Any) -> bytes:
         async with redis_batch(rt.redis) as pipe:
             step(pipe)
-        return bytes(await rt.redis.hget(rt.keys.job(str(job_id)), "status"))
+        value = await rt.redis.hget(rt.keys.job(str(job_id)), "status")
+        assert isinstance(value, bytes)
+        return value
 
     assert await write(lambda p: cache.migrated(p, job_id, 0)) == b"migrated_to_redis"
     assert await write(lambda p: cache.completed(p, job_id, now, 1)) == b"completed"
