@@ -80,6 +80,7 @@ async def test_a_poison_pill_is_failed_and_its_neighbours_complete(
         await wait_until(settled, 90, "every job to finish", interval=0.05)
         elapsed = time.monotonic() - started
         row = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", poison)
+        assert row is not None
         assert row["status"] == "failed"
         assert row["last_error_message"].startswith("stalled 3 times")
         assert row["stall_count"] == 3
