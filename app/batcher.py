@@ -156,6 +156,9 @@ class Batcher(Generic[T, R]):
                 self._flushing = batch
                 try:
                     ok = await self._flush_batch(batch)
+                except BaseException:
+                    self._waiting[:0] = batch  # answered by _ended (or abandon)
+                    raise
                 finally:
                     self._flushing = []
                 if not ok:

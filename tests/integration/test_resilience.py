@@ -309,3 +309,27 @@ async def test_a_sync_handler_logs_with_the_job_context(
     (record,) = [r for r in caplog.records if r.name == "user.handler"]
     assert record.job_id == str(job_id)  # type: ignore[attr-defined]
     assert record.queue == "t-synclog"  # type: ignore[attr-defined]
+
+
+async def test_the_fence_holds_when_worker_and_attempt_repeat_after_a_lost_claim(
+    runtime: Runtime,
+) -> None:
+    """A claim lost in a PostgreSQL crash leaves the job migrated; if the same worker
+    claims it again, worker id and attempt repeat: only the random token tells the two
+    runs apart, so the first run's outcome cannot complete the second."""
+    rt = runtime
+    await add_queue(rt, "t-token")
+    job_id = await create_job(rt, "t-token")
+    await rt.migrator().move_due_jobs()
+    (first,) = await rt.store.claim([job_id], "w-1", 30)
+    await rt.pool.execute(  # the claim's asynchronous commit is lost
+        "UPDATE jobs SET status = 'migrated_to_redis', attempt_count = 0 WHERE id = $1", job_id
+    )
+    (second,) = await rt.store.claim([job_id], "w-1", 30)
+    assert (first.attempt, second.attempt) == (1, 1)
+    assert first.token != second.token
+    now = datetime.now(UTC)
+    assert await rt.store.complete("w-1", [Success(job_id, 1, now, now, "", first.token)]) == set()
+    assert await rt.store.complete("w-1", [Success(job_id, 1, now, now, "", second.token)]) == {
+        job_id
+    }
