@@ -193,3 +193,38 @@ async def test_messages_in_lists_of_the_earlier_key_format_are_moved_and_run(
     assert await depth(rt, "t-old:high") == 5
     await rt.worker(burst=True).run()
     assert len(ran) == len(set(ran)) == DEEP + 5
+
+
+async def test_a_running_job_keeps_its_entry_fresh_and_is_not_pushed_back(
+    runtime: Runtime, registry: HandlerRegistry
+) -> None:
+    rt = runtime
+    rt.settings.visibility_timeout = 0.6  # the heartbeat beats every 0.2 s
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @registry.handler("t-long")
+    async def long(job: Job) -> None:
+        started.set()
+        await release.wait()
+
+    await add_queue(rt, "t-long")
+    job_id = await create_job(rt, "t-long")
+    await rt.migrator().move_due_jobs()
+    worker = rt.worker()
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 10)
+    recovery = InflightRecovery(rt.recovery, rt.redis, rt.keys, rt.settings)
+    deadline = asyncio.get_running_loop().time() + 2.0  # over three visibility timeouts
+    while asyncio.get_running_loop().time() < deadline:
+        assert await recovery.run_once() == 0
+        await asyncio.sleep(0.05)
+    assert await rt.redis.zcard(rt.keys.inflight("t-long")) == 1
+    release.set()
+    await wait_for(lambda: _completed(rt, job_id), timeout=10, what="the job to complete")
+    worker.stop()
+    await task
+    assert await rt.redis.zcard(rt.keys.inflight("t-long")) == 0
+
+
+async def _completed(rt: Runtime, job_id: uuid.UUID) -> bool:
+    return await job_status(rt, job_id) == "completed"
