@@ -12,6 +12,10 @@ claim, no outcome). Then, for `--duration` seconds, it measures:
 - Redis time of the maintenance: every command slower than 1 ms (SLOWLOG), the
   slowest, and their total.
 
+For reference it first measures the PING latency of the idle redis-server for 20 s,
+before anything else runs (`--control`): on a busy machine that floor, not Redis's
+work, sets the p99.
+
 `--baseline` pops with a plain RPOP (code without in-flight records: the lost job is
 found by the old LPOS sweep after STALE_MIGRATED_AFTER). Not a test: it prints figures
 and exits 0 when it could take them.
@@ -104,7 +108,27 @@ async def lose_one(redis: aioredis.Redis, keys: Keys, baseline: bool) -> None:
     assert b'"priority" : 10' in popped.message or b'"priority": 10' in popped.message
 
 
-async def run(jobs: int, duration: float, baseline: bool) -> None:
+async def ping_ms(client: aioredis.Redis, seconds: float) -> list[float]:
+    """PING every 20 ms for `seconds`: the round trips in ms, sorted."""
+    pings: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        await client.ping()
+        pings.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(0.02)
+    return sorted(pings)
+
+
+def describe(pings: list[float]) -> str:
+    p99 = pings[max(0, int(len(pings) * 0.99) - 1)]
+    return (
+        f"p50 {statistics.median(pings):.2f}  p99 {p99:.2f}  max {pings[-1]:.2f}"
+        f"  ({len(pings)} pings)"
+    )
+
+
+async def run(jobs: int, duration: float, baseline: bool, control: float) -> None:
     name = f"hq_benchrec_{uuid.uuid4().hex[:8]}"
     dsn = ADMIN.rsplit("/", 1)[0] + f"/{name}"
     await create_database(dsn)
@@ -120,6 +144,7 @@ async def run(jobs: int, duration: float, baseline: bool) -> None:
         migrator = None
         try:
             await wait(redis.ping, 10, "redis-server")
+            floor = await ping_ms(probe, control) if control > 0 else []
             conn = await asyncpg.connect(dsn)
             await conn.execute(
                 "INSERT INTO job_queues (name) VALUES ($1) ON CONFLICT DO NOTHING", QUEUE
@@ -152,6 +177,7 @@ async def run(jobs: int, duration: float, baseline: bool) -> None:
 
             await wait(all_in_redis, 120, f"{jobs} jobs in Redis")
             await redis.slowlog_reset()
+            await redis.config_resetstat()
             await lose_one(redis, keys, baseline)
             lost_at = time.monotonic()
             recovered: float | None = None
@@ -165,6 +191,7 @@ async def run(jobs: int, duration: float, baseline: bool) -> None:
                     recovered = time.monotonic() - lost_at
                 await asyncio.sleep(0.02)
             slow = await redis.slowlog_get(100_000)
+            stats = await redis.info("commandstats")
             depth = sum([await redis.llen(k) for k in keys.queue_lists(QUEUE)])
         finally:
             if migrator is not None:
@@ -190,9 +217,17 @@ async def run(jobs: int, duration: float, baseline: bool) -> None:
     back = "never" if recovered is None else f"{recovered:.1f} s"
     print(f"  lost job back in its list after: {back}")
     print(f"  Redis depth at the end: {depth}")
+    if floor:
+        print(f"  PING ms of the idle redis-server before the run: {describe(floor)}")
+    print(f"  PING ms during the run: {describe(pings)}")
+    busiest = sorted(stats.items(), key=lambda kv: -int(kv[1]["usec"]))[:6]
     print(
-        f"  PING ms: p50 {statistics.median(pings):.2f}  p99 "
-        f"{pings[int(len(pings) * 0.99) - 1]:.2f}  max {pings[-1]:.2f}  ({len(pings)} pings)"
+        "  Redis time by command during the run (INFO commandstats): "
+        + ", ".join(
+            f"{k.removeprefix('cmdstat_')} {v['calls']} calls {v['usec'] / 1000:.0f} ms "
+            f"({v['usec_per_call']:.0f} µs each)"
+            for k, v in busiest
+        )
     )
     print(
         f"  SLOWLOG (> 1 ms): {len(durations)} commands, slowest "
@@ -205,8 +240,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--control", type=float, default=20.0, help="seconds; 0: none")
     args = parser.parse_args()
-    asyncio.run(run(args.jobs, args.duration, args.baseline))
+    asyncio.run(run(args.jobs, args.duration, args.baseline, args.control))
 
 
 if __name__ == "__main__":
