@@ -34,7 +34,8 @@ class ReadyOut(BaseModel):
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: documented(
         ReadyOut,
-        "PostgreSQL or Redis is unavailable; `checks` names which, and why.",
+        "PostgreSQL or Redis is unavailable, or an embedded service (worker, migrator, "
+        "maintenance) is down; `checks` names which, and why.",
         {
             "redis_down": (
                 "Redis refuses connections",
@@ -52,6 +53,19 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
                 {
                     "status": "unavailable",
                     "checks": {"postgres": "error: TimeoutError", "redis": "ok"},
+                },
+            ),
+            "worker_down": (
+                "The embedded worker crashed and waits to be restarted",
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "migrator": "ok",
+                        "maintenance": "ok",
+                        "worker": "error: WorkerCrashed: the heartbeat task ended unexpectedly",
+                        "postgres": "ok",
+                        "redis": "ok",
+                    },
                 },
             ),
         },
