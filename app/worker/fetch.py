@@ -14,8 +14,10 @@ starves another's at the same level.
 
 Waiting: when nothing is there, an idle worker blocks on the queues' wake-up markers
 (BZPOPMIN), which the migrator sets with every push and the pop script sets again while
-jobs remain (a baton, as BullMQ's marker), then pops with the script. A marker lost to a
-crash costs at most one WORKER_FETCH_TIMEOUT: the wait ends and the script runs anyway.
+jobs remain (a baton, as BullMQ's marker). The pop script is pipelined behind the
+BZPOPMIN on the same connection, so Redis runs it the moment the wait ends: a wake-up
+costs one round trip, as a plain BLMPOP would. A marker lost to a crash costs at most
+one WORKER_FETCH_TIMEOUT: the wait ends and the script runs anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from app.keys import Keys
 
@@ -150,22 +153,39 @@ class Fetcher:
         # Workers start at different queues; each pop moves the start by one.
         self._next = (rng or random.Random()).randrange(len(self.queues))
 
-    async def pop(self, count: int) -> list[Popped]:
-        """Up to `count` messages, recorded in flight; [] when every list is empty."""
+    def _offset(self) -> int:
         offset = self._next
         self._next = (self._next + 1) % len(self.queues)
+        return offset
+
+    async def pop(self, count: int) -> list[Popped]:
+        """Up to `count` messages, recorded in flight; [] when every list is empty."""
         result: Any = await self._pop(
-            keys=self._script_keys, args=[count, offset, len(self.queues)]
+            keys=self._script_keys, args=[count, self._offset(), len(self.queues)]
         )
+        return self._parse(result)
+
+    async def wait_and_pop(self, count: int, timeout: float) -> list[Popped]:
+        """Block until a served queue's marker says jobs were pushed (or `timeout`), then
+        pop as `pop` does, in one round trip."""
+        args = [count, self._offset(), len(self.queues)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.bzpopmin(self._markers, timeout=timeout)
+            # evalsha, not the registered script: a pipeline would check SCRIPT EXISTS
+            # first, one more round trip. `pop` loaded the script before any wait.
+            pipe.evalsha(self._pop.sha, len(self._script_keys), *self._script_keys, *args)
+            try:
+                _marker, result = await pipe.execute()
+            except NoScriptError:  # Redis restarted and forgot it: `pop` loads it again
+                return []
+        return self._parse(result)
+
+    def _parse(self, result: Any) -> list[Popped]:
         popped = []
         for i in range(0, len(result), 2):
             member = bytes(result[i + 1])
             popped.append(Popped(self.queues[int(result[i])], member, member[1:]))
         return popped
-
-    async def wait(self, timeout: float) -> None:
-        """Block until a served queue's marker says jobs were pushed, or `timeout`."""
-        await self.redis.bzpopmin(self._markers, timeout=timeout)
 
     def forget(self, pipe: Any, entries: Sequence[Popped]) -> None:
         """Queue the removal of these in-flight entries on a pipeline."""

@@ -185,7 +185,8 @@ class Worker:
             try:
                 popped = await self.fetcher.pop(free)
                 if not popped and not self.burst:
-                    await self.fetcher.wait(self.settings.worker_fetch_timeout)
+                    timeout = self.settings.worker_fetch_timeout
+                    popped = await self.fetcher.wait_and_pop(free, timeout)
                 backoff.reset()
             except Exception as exc:
                 # Unreachable, or read-only after a failover (ReadOnlyError), or any other

@@ -333,3 +333,35 @@ async def test_the_fence_holds_when_worker_and_attempt_repeat_after_a_lost_claim
     assert await rt.store.complete("w-1", [Success(job_id, 1, now, now, "", second.token)]) == {
         job_id
     }
+
+
+async def test_an_idle_worker_survives_redis_forgetting_its_scripts(
+    settings: Settings, registry: HandlerRegistry, clean_db: None
+) -> None:
+    ran = asyncio.Event()
+
+    @registry.handler("t-noscript")
+    async def record(job: Job) -> None:
+        ran.set()
+
+    with PrivateRedis() as server:
+        settings.redis_url = server.url
+        from app.runtime import open_runtime
+
+        async with open_runtime(settings, registry) as rt:
+            await add_queue(rt, "t-noscript")
+            worker = rt.worker()
+            task = asyncio.create_task(worker.run())
+            await wait_for(
+                lambda: _script_loaded(rt.redis, worker.fetcher), what="the pop script loaded"
+            )
+            await rt.redis.script_flush()  # as a Redis restart would
+            await create_job(rt, "t-noscript")
+            await rt.migrator().move_due_jobs()
+            await asyncio.wait_for(ran.wait(), 10)
+            worker.stop()
+            await task
+
+
+async def _script_loaded(redis: aioredis.Redis, fetcher: Any) -> bool:
+    return bool((await redis.script_exists(fetcher._pop.sha))[0])
