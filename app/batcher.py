@@ -13,6 +13,10 @@ round trip with its neighbours.
 
 `after_flush`, if given, runs once the waiters of a batch are answered (e.g. cache
 writes that must not delay them); its errors are logged, never raised to callers.
+
+If the flusher task itself dies (a bug, an error outside `flush`), every waiter gets the
+error instead of waiting forever, later submits are refused, and `on_crash` is called so
+the owner can stop (the worker does: it cannot record outcomes any more).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Batcher(Generic[T, R]):
         retry: bool = False,
         after_flush: AfterFlush[T, R] | None = None,
         backoff: Backoff | None = None,
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
@@ -70,6 +75,7 @@ class Batcher(Generic[T, R]):
         self.max_wait = max_wait
         self.retry = retry
         self._after_flush = after_flush
+        self._on_crash = on_crash
         self._backoff = backoff or Backoff()
         self._waiting: list[_Waiting[T, R]] = []
         self._flushing: list[_Waiting[T, R]] = []  # the batch in flight
@@ -86,6 +92,22 @@ class Batcher(Generic[T, R]):
         """Start the flusher task (idempotent)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"batcher-{self.name}")
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        log.error("%s: the flusher died", self.name, exc_info=exc)
+        self._closing = True
+        for waiting in [*self._flushing, *self._waiting]:
+            if not waiting.done.done():
+                waiting.done.set_exception(exc)
+        self._flushing = []
+        self._waiting.clear()
+        if self._on_crash is not None:
+            self._on_crash(exc)
 
     async def submit(self, item: T) -> R:
         """Hand over one item; its own result (or exception) once its batch is flushed."""
@@ -134,6 +156,9 @@ class Batcher(Generic[T, R]):
                 self._flushing = batch
                 try:
                     ok = await self._flush_batch(batch)
+                except BaseException:
+                    self._waiting[:0] = batch  # answered by _ended (or abandon)
+                    raise
                 finally:
                     self._flushing = []
                 if not ok:

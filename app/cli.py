@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import asyncpg
+import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from app.logs import configure_logging
+from app.loops import Backoff, wait_any
 from app.runtime import BackgroundServices, Runtime, open_runtime
 from app.settings import Settings
+
+log = logging.getLogger("hybridq")
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -24,14 +31,51 @@ def load_settings(**overrides: object) -> Settings:
         raise SystemExit(2) from exc
 
 
+# Errors that mean "PostgreSQL or Redis is not there (yet)": wait and try again.
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    aioredis.ConnectionError,
+    aioredis.TimeoutError,
+)
+
+
+async def open_when_reachable(
+    settings: Settings, stopping: asyncio.Event, stack: contextlib.AsyncExitStack
+) -> Runtime | None:
+    """Open the runtime, waiting (with backoff) while PostgreSQL or Redis is unreachable
+    instead of exiting; None if asked to stop meanwhile."""
+    backoff = Backoff(0.5, 10.0)
+    while not stopping.is_set():
+        attempt = contextlib.AsyncExitStack()
+        try:
+            runtime = await attempt.enter_async_context(open_runtime(settings))
+            await runtime.redis.ping()
+        except UNREACHABLE as exc:
+            await attempt.aclose()
+            delay = backoff.next()
+            log.warning("PostgreSQL or Redis unreachable (%r); retrying in %.1fs", exc, delay)
+            await wait_any(stopping, timeout=delay)
+            continue
+        stack.push_async_exit(attempt)
+        return runtime
+    return None
+
+
 async def serve(settings: Settings, build: Callable[[Runtime], BackgroundServices]) -> None:
-    """Run the services until SIGTERM/SIGINT (or until they end), then stop gracefully."""
-    async with open_runtime(settings) as runtime:
+    """Run the services until SIGTERM/SIGINT (or until they end), then stop gracefully.
+    A service that crashes ends the process with exit 1 (app.supervise)."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with contextlib.AsyncExitStack() as stack:
+        runtime = await open_when_reachable(settings, stopping, stack)
+        if runtime is None:
+            return
         services = build(runtime)
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
         services.start()
         ended = asyncio.ensure_future(services.wait_first())
         stop_wait = asyncio.ensure_future(stopping.wait())

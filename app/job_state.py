@@ -2,7 +2,9 @@
 
 PostgreSQL is the truth; this hash is a cache that may be missing (Redis lost its data,
 or it expired). Every write sets a TTL, so no hash lives forever: a short one after a
-terminal state, a long safety net before.
+terminal state, a long safety net before. Writes are monotonic: one that arrives late
+(the migrator's `migrated_to_redis` after a fast worker's `completed`) does not
+overwrite a later state (app.redis_batch guards).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from app.keys import Keys
-from app.redis_batch import Batch
+from app.redis_batch import GUARD_MIGRATED, GUARD_NONE, GUARD_OUTCOME, GUARD_RUNNING, Batch
 
 # A job that never reaches a terminal state within a week still loses its hash.
 NON_TERMINAL_TTL = 7 * 86_400
@@ -31,12 +33,16 @@ class JobStateCache:
         *,
         terminal: bool,
         keep_ttl: bool = False,
+        guard: int = GUARD_NONE,
+        attempt: int = 0,
     ) -> None:
         ttl = 0 if keep_ttl else self.terminal_ttl if terminal else NON_TERMINAL_TTL
         pipe.hash(
             self.keys.job(str(job_id)),
             {k: ("" if v is None else str(v)) for k, v in fields.items()},
             ttl,
+            guard,
+            attempt,
         )
 
     def migrated(self, pipe: Batch, job_id: uuid.UUID, attempt_count: int) -> None:
@@ -45,6 +51,8 @@ class JobStateCache:
             job_id,
             {"status": "migrated_to_redis", "attempt_count": attempt_count},
             terminal=False,
+            guard=GUARD_MIGRATED,
+            attempt=attempt_count,
         )
 
     def running(
@@ -62,6 +70,8 @@ class JobStateCache:
             terminal=False,
             # The migrator set the week-long safety TTL; one EXPIRE fewer per job.
             keep_ttl=True,
+            guard=GUARD_RUNNING,
+            attempt=attempt,
         )
 
     def completed(
@@ -77,6 +87,8 @@ class JobStateCache:
                 "last_error": None,
             },
             terminal=True,
+            guard=GUARD_OUTCOME,
+            attempt=attempt,
         )
 
     def failed_attempt(
@@ -88,6 +100,8 @@ class JobStateCache:
             job_id,
             {"status": status, "last_error": error, "attempt_count": attempt},
             terminal=status == "failed",
+            guard=GUARD_OUTCOME,
+            attempt=attempt,
         )
 
     def requeued(self, pipe: Batch, job_id: uuid.UUID, attempt_count: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 # Priority thresholds from the seed: a lower number is more urgent.
 HIGH_PRIORITY_MAX: Final = 50
@@ -21,20 +22,33 @@ def priority_level(priority: int) -> str:
     return "low"
 
 
+# A queue name goes into its keys percent-encoded: everything but ASCII letters, digits,
+# `_`, `.`, `-` and `~` becomes %XX (UTF-8). The encoding is injective and never
+# produces `{`, `}` or `:`, so no queue name can reach another queue's keys, and the
+# braces around it are a Redis Cluster hash tag: a queue's lists, its in-flight record
+# and its wake-up marker all live in one slot.
+def encode_queue_name(queue_name: str) -> str:
+    """The queue name as it appears in Redis keys (percent-encoded, see above)."""
+    return quote(queue_name, safe="")
+
+
+LEVEL_CODES: Final = {"high": "h", "normal": "n", "low": "l"}
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Builds Redis key names under `prefix`."""
 
     prefix: str = ""
 
+    def _queue(self, queue_name: str) -> str:
+        return f"{self.prefix}queue:{{{encode_queue_name(queue_name)}}}"
+
     def queue_list(self, queue_name: str, level: str) -> str:
-        """`queue:<name>:high`, `queue:<name>` or `queue:<name>:low`."""
-        base = f"{self.prefix}queue:{queue_name}"
-        if level == "normal":
-            return base
-        if level in ("high", "low"):
-            return f"{base}:{level}"
-        raise ValueError(f"unknown priority level {level!r}")
+        """`queue:{<encoded name>}:high`, `:normal` or `:low`."""
+        if level not in LEVEL_CODES:
+            raise ValueError(f"unknown priority level {level!r}")
+        return f"{self._queue(queue_name)}:{level}"
 
     def route(self, queue_name: str, priority: int) -> str:
         """The one routing function: the Redis list a job of this priority is pushed to."""
@@ -48,9 +62,21 @@ class Keys:
             self.queue_list(queue_name, "low"),
         )
 
-    def fetch_order(self, queue_names: list[str]) -> list[str]:
-        """Keys for a multi-key pop: every queue's high list, then normal, then low."""
-        return [self.queue_list(q, level) for level in PRIORITY_LEVELS for q in queue_names]
+    def inflight(self, queue_name: str) -> str:
+        """Sorted set of the queue's popped messages not yet done, scored by the time (ms,
+        Redis clock) of their pop or of their worker's last heartbeat."""
+        return f"{self._queue(queue_name)}:inflight"
+
+    def wake_marker(self, queue_name: str) -> str:
+        """Sorted set of at most one member, present while the queue's lists may hold
+        jobs: idle workers block on it (BZPOPMIN) instead of on the lists."""
+        return f"{self._queue(queue_name)}:marker"
+
+    def legacy_queue_lists(self, queue_name: str) -> tuple[str, str, str]:
+        """The lists of the key format before issue 11 (`queue:<name>:high`,
+        `queue:<name>`, `queue:<name>:low`), drained once by maintenance."""
+        base = f"{self.prefix}queue:{queue_name}"
+        return (f"{base}:high", base, f"{base}:low")
 
     def job(self, job_id: str) -> str:
         """`job:<id>`: hash of the job's real-time state."""
@@ -89,7 +115,8 @@ class Keys:
         return f"{self.prefix}cancelled:{job_id}"
 
     def epoch_marker(self) -> str:
-        """Marker the migrator writes; its absence means Redis lost its data."""
+        """Marker the maintenance writes once every migrated job is in Redis; its absence
+        means Redis lost its data."""
         return f"{self.prefix}epoch"
 
     def circuit(self, kind: str, target: str) -> str:
@@ -105,3 +132,7 @@ class Keys:
     def warmup_lock(self, mailbox: str) -> str:
         """Held while a warm-up job sends for `mailbox`: one run per mailbox at a time."""
         return f"{self.prefix}warmup:lock:{mailbox}"
+
+    def legacy_drain(self) -> str:
+        """Sorted set holding messages taken from legacy lists until they are re-pushed."""
+        return f"{self.prefix}legacy:draining"

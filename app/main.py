@@ -69,7 +69,16 @@ def create_app(
                 else:
                     log.warning("EMBED_WORKER is on but no handler is registered: no worker")
             maintenance = runtime.maintenance() if settings.embed_migrator else None
-            services = BackgroundServices(migrator, worker, maintenance)
+            # Embedded services are restarted with backoff if one crashes: the API goes on
+            # serving, and /health/ready answers 503 naming it while it is down.
+            services = BackgroundServices(
+                migrator,
+                worker,
+                maintenance,
+                restart=True,
+                rebuild_worker=runtime.worker if worker is not None else None,
+            )
+            app.state.services = services
             services.start()
             try:
                 yield

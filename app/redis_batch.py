@@ -17,13 +17,32 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-# ARGV[1]: a JSON array of [key, ttl, {field: value}] (ttl 0: leave the TTL alone). One
-# argument rather than thousands: redis-py packs every argument in Python, and that
-# packing was the largest cost of a batch. (The keys are not declared in KEYS: this
-# targets a single Redis server or a Sentinel group, not Redis Cluster.)
+# ARGV[1]: a JSON array of [key, ttl, {field: value}, guard, attempt] (ttl 0: leave the
+# TTL alone). One argument rather than thousands: redis-py packs every argument in
+# Python, and that packing was the largest cost of a batch. (The keys are not declared
+# in KEYS: this targets a single Redis server or a Sentinel group, not Redis Cluster.)
+# `guard` keeps job hashes monotonic when writes from different processes cross (a
+# migrator's post-commit write landing after a fast worker's outcome): see GUARD_*.
 _WRITE_HASHES = """
 local items = cjson.decode(ARGV[1])
 for _, item in ipairs(items) do
+    local guard, attempt = item[4] or 0, item[5] or 0
+    local apply = true
+    if guard > 0 then
+        local cur = redis.call('HMGET', item[1], 'status', 'attempt_count')
+        local status, n = cur[1], tonumber(cur[2])
+        if status and n then
+            if n > attempt then
+                apply = false
+            elseif guard == 1 then
+                apply = not (status == 'completed' or status == 'cancelled'
+                             or status == 'discarded')
+            elseif guard == 2 then
+                apply = n < attempt or status == 'migrated_to_redis' or status == 'running'
+            end
+        end
+    end
+    if apply then
     local args = {}
     for field, value in pairs(item[3]) do
         args[#args + 1] = field
@@ -33,9 +52,20 @@ for _, item in ipairs(items) do
     if item[2] > 0 then
         redis.call('EXPIRE', item[1], item[2])
     end
+    end
 end
 return #items
 """
+
+# Guards of a job-hash write (`attempt`: the write's attempt number):
+GUARD_NONE = 0  # always applies (hand-backs, stalls, operator actions)
+# migrated_to_redis with `attempt` attempts spent: not over a later attempt's state, nor
+# over a terminal one (completed, cancelled, discarded).
+GUARD_MIGRATED = 1
+# running attempt n: not over a later attempt, nor over attempt n's own outcome.
+GUARD_RUNNING = 2
+# an attempt's outcome: not over a later attempt's state.
+GUARD_OUTCOME = 3
 
 # Hashes per EVAL: bounded so that one script call never holds Redis for long.
 _HASHES_PER_EVAL = 1000
@@ -44,14 +74,17 @@ _HASHES_PER_EVAL = 1000
 class Batch:
     def __init__(self, pipe: Pipeline) -> None:
         self.pipe = pipe
-        self._hashes: list[tuple[str, int, dict[str, str]]] = []
+        self._hashes: list[tuple[str, int, dict[str, str], int, int]] = []
         self._ints: Counter[tuple[str, str]] = Counter()
         self._floats: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._expires: dict[str, int] = {}
 
-    def hash(self, key: str, fields: dict[str, str], ttl: int) -> None:
-        """HSET `fields` on `key`, then EXPIRE it in `ttl` seconds (0: keep its TTL)."""
-        self._hashes.append((key, ttl, fields))
+    def hash(
+        self, key: str, fields: dict[str, str], ttl: int, guard: int = 0, attempt: int = 0
+    ) -> None:
+        """HSET `fields` on `key`, then EXPIRE it in `ttl` seconds (0: keep its TTL),
+        unless `guard` (GUARD_*) says a later state is already there."""
+        self._hashes.append((key, ttl, fields, guard, attempt))
 
     def hincrby(self, key: str, field: str, amount: int = 1) -> None:
         self._ints[(key, field)] += amount

@@ -3,17 +3,16 @@ that runs the migrator and workers, whether embedded in the API or on their own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
@@ -29,6 +28,7 @@ from app.db.schedules import ScheduleStore
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.cancels import AbandonedCancels
+from app.maintenance.inflight import InflightRecovery
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
 from app.maintenance.retention import Retention
@@ -36,20 +36,18 @@ from app.maintenance.scheduler import Clock, Scheduler
 from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
+from app.supervise import Supervisor
 from app.worker.runner import Worker
 
 log = logging.getLogger("hybridq")
 
-# Seconds beyond SHUTDOWN_GRACE_PERIOD that a stopping process gives its tasks to hand
-# unfinished jobs back (cancel handlers, flush outcomes, release): the worker's own
-# deadlines (app.worker.runner.HANDLER_CANCEL_WAIT, RECORDER_CLOSE_TIMEOUT) fit in it.
-# docker/compose.yaml's stop_grace_period must leave room for it.
-HAND_BACK_ALLOWANCE = 15.0
-
 
 def make_redis(settings: Settings) -> aioredis.Redis:
     """One client (with its pool) per process. Blocking pops need a longer socket timeout
-    than ordinary calls, so the socket timeout leaves room for the fetch timeout.
+    than ordinary calls, so the socket timeout leaves room for the fetch timeout. The pool
+    blocks (up to REDIS_TIMEOUT) when all its connections are busy, rather than failing
+    at once: a burst of /metrics scrapes waits its turn instead of answering 503, and a
+    migrator's push is not refused (which would roll its move back).
 
     With REDIS_SENTINELS the client asks the Sentinels for the primary at every new
     connection, and a connection to a demoted primary (READONLY) is dropped and made
@@ -60,10 +58,11 @@ def make_redis(settings: Settings) -> aioredis.Redis:
         "socket_connect_timeout": settings.redis_timeout,
         "health_check_interval": 30,
         "max_connections": max(16, settings.db_pool_max_size * 2),
+        "timeout": settings.redis_timeout,  # of the blocking pool: wait for a connection
     }
     if not settings.redis_sentinels:
-        client: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, **options)
-        return client
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+        return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     url = urlsplit(settings.redis_url)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         settings.sentinel_addresses,
@@ -75,6 +74,7 @@ def make_redis(settings: Settings) -> aioredis.Redis:
     )
     master: aioredis.Redis = sentinel.master_for(
         settings.redis_sentinel_master,
+        connection_pool_class=BlockingSentinelPool,
         db=int(url.path.lstrip("/") or 0),
         username=unquote(url.username) if url.username else None,
         password=unquote(url.password) if url.password else None,
@@ -82,6 +82,10 @@ def make_redis(settings: Settings) -> aioredis.Redis:
         **options,
     )
     return master
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The Sentinel-managed pool (finds the primary) that also blocks when it is full."""
 
 
 @dataclass(slots=True)
@@ -128,8 +132,9 @@ class Runtime:
         for tests)."""
         tasks: list[PeriodicTask] = [
             AbandonedCancels(self.cancels, self.settings),
-            LeaseRescue(self.recovery, self.settings),
+            LeaseRescue(self.recovery, self.settings, self.redis, self.keys),
             RedisReconciler(self.recovery, self.redis, self.keys, self.settings),
+            InflightRecovery(self.recovery, self.redis, self.keys, self.settings),
             Retention(
                 store=self.retention,
                 redis=self.redis,
@@ -205,60 +210,29 @@ async def open_runtime(
         await pool.close()
 
 
-class BackgroundServices:
-    """Runs a migrator (with its maintenance tasks) and/or a worker as tasks, and stops
-    them gracefully."""
+class BackgroundServices(Supervisor):
+    """A migrator (with its maintenance tasks) and/or a worker, supervised
+    (app.supervise): restarted with backoff when `restart`, else a crash ends the
+    process. `rebuild_worker` makes a fresh worker for a restart."""
 
     def __init__(
         self,
         migrator: Migrator | None,
         worker: Worker | None,
         maintenance: Maintenance | None = None,
+        *,
+        restart: bool = False,
+        rebuild_worker: Callable[[], Worker] | None = None,
     ) -> None:
-        self.migrator = migrator
-        self.worker = worker
-        self.maintenance = maintenance
-        self._tasks: list[asyncio.Task[None]] = []
+        super().__init__(restart=restart)
+        if migrator is not None:
+            self.add("migrator", migrator)
+        if maintenance is not None:
+            self.add("maintenance", maintenance)
+        if worker is not None:
+            self.add("worker", worker, rebuild_worker, ends_by_itself=worker.burst)
 
-    def start(self) -> None:
-        if self.migrator is not None:
-            self._tasks.append(asyncio.create_task(self.migrator.run(), name="migrator"))
-        if self.maintenance is not None:
-            self._tasks.append(asyncio.create_task(self.maintenance.run(), name="maintenance"))
-        if self.worker is not None:
-            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
-
-    def stop(self) -> None:
-        if self.migrator is not None:
-            self.migrator.stop()
-        if self.maintenance is not None:
-            self.maintenance.stop()
-        if self.worker is not None:
-            self.worker.stop()
-
-    async def wait(self) -> None:
-        """Wait until every service returned; re-raise the first crash."""
-        if self._tasks:
-            results = await asyncio.gather(*self._tasks, return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
-                    raise r
-
-    async def wait_first(self) -> None:
-        """Return when any service stops (a crash or a burst worker that finished)."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-
-    async def shutdown(self, grace: float) -> None:
-        self.stop()
-        if not self._tasks:
-            return
-        # Workers wait `grace` for in-flight jobs, then hand back.
-        _done, pending = await asyncio.wait(self._tasks, timeout=grace + HAND_BACK_ALLOWANCE)
-        for t in pending:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                exc = t.exception() if t.done() and not t.cancelled() else None
-                if exc is not None:
-                    log.error("%s crashed", t.get_name(), exc_info=exc)
+    @property
+    def worker(self) -> Worker | None:
+        service = self.service("worker")
+        return service if isinstance(service, Worker) else None

@@ -168,12 +168,33 @@ class Settings(BaseSettings):
     maintenance_interval: float = Field(
         1.0,
         gt=0,
-        description="Seconds between passes of lease rescue and Redis reconciliation.",
+        description="Seconds between passes of lease rescue, in-flight recovery and Redis "
+        "reconciliation.",
     )
-    stale_migrated_after: float = Field(
-        60.0,
+    max_stalls: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Lease expiries (a worker died or hung) after which a job is failed as "
+        "a poison pill; fewer return it to queued without spending an attempt.",
+    )
+    stall_requeue_spread: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds over which jobs whose lease expired are spread (a random "
+        "delay per job) when they go back to queued.",
+    )
+    claim_lock_timeout: float = Field(
+        5.0,
         gt=0,
-        description="A job migrated this long ago and in no Redis list is queued again.",
+        description="Seconds a claim waits on a migrator's uncommitted move; then the "
+        "copies are left to the in-flight recovery and the worker fetches on.",
+    )
+    move_idle_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a migrator's move transaction may stay idle (its Redis "
+        "push) before PostgreSQL ends its session and releases its row locks.",
     )
 
     # Periodic jobs (the scheduler runs beside every migrator)

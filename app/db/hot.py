@@ -34,9 +34,13 @@ ACTIVE_QUEUES = "SELECT name FROM job_queues WHERE is_active ORDER BY name"
 # The move commits asynchronously too: lost in a crash, the jobs are queued again in
 # PostgreSQL while their copies sit in Redis, and those copies are dropped by the claim
 # (it needs migrated_to_redis); the next pass moves the jobs again.
+# $3 (ms) bounds the idle time of the move's transaction (its Redis push): a migrator
+# that hangs or vanishes between push and commit loses its session after that long, so
+# its row locks cannot hold back the workers' claims for the life of a TCP connection.
 MOVE_DUE_JOBS = f"""
 WITH async_commit AS (
-    SELECT set_config('synchronous_commit', 'off', true)
+    SELECT set_config('synchronous_commit', 'off', true),
+           set_config('idle_in_transaction_session_timeout', $3::text, true)
 ), due AS (
     SELECT j.id
     FROM jobs j, async_commit
@@ -77,9 +81,12 @@ LIMIT 1
 # PostgreSQL crashes before the WAL is flushed, the claim is lost, the job is back to
 # migrated_to_redis with no copy in Redis, and reconciliation queues it again: at least
 # once still holds, and the claim saves a WAL flush on the path to the handler.
+# The lock wait is bounded ($4, ms: lock_timeout): a claim that times out is given up and
+# its copies are left to the in-flight recovery. Each claim draws a random fencing token.
 CLAIM_JOBS = """
 WITH async_commit AS (
-    SELECT set_config('synchronous_commit', 'off', true)
+    SELECT set_config('synchronous_commit', 'off', true),
+           set_config('lock_timeout', $4::text, true)
 ), locked AS (
     SELECT id, status FROM jobs, async_commit
     WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE OF jobs
@@ -90,10 +97,12 @@ UPDATE jobs SET
     attempt_count = jobs.attempt_count + 1,
     started_at = now(),
     lease_expires_at = now() + make_interval(secs => $3),
+    lease_token = gen_random_uuid(),
     updated_at = now()
 FROM locked
 WHERE jobs.id = locked.id AND locked.status = 'migrated_to_redis'
-RETURNING jobs.id, jobs.attempt_count, jobs.max_attempts, jobs.started_at, jobs.run_at
+RETURNING jobs.id, jobs.attempt_count, jobs.max_attempts, jobs.started_at, jobs.run_at,
+    jobs.lease_token
 """
 
 RENEW_LEASES = """
@@ -107,8 +116,9 @@ RETURNING id
 # (then the recorder ends the job cancelled instead: app.db.outcomes).
 COMPLETE_JOBS = """
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[])
-        AS t(id, attempt, started, finished)
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
+                         $6::uuid[])
+        AS t(id, attempt, started, finished, token)
 ), done AS (
     UPDATE jobs j SET
         status = 'completed',
@@ -118,7 +128,8 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $5
-      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
+      AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
+      AND j.cancel_requested_at IS NULL
     RETURNING j.id, i.attempt, i.started, i.finished
 )
 INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
@@ -130,8 +141,8 @@ RETURNING job_id
 FAIL_JOBS = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                         $5::text[], $6::float8[])
-        AS t(id, attempt, started, finished, error, delay)
+                         $5::text[], $6::float8[], $8::uuid[])
+        AS t(id, attempt, started, finished, error, delay, token)
 ), done AS (
     UPDATE jobs j SET
         {RETRY_OR_FAIL},
@@ -140,7 +151,8 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $7
-      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
+      AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
+      AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, i.attempt, i.started, i.finished, i.error
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
@@ -198,11 +210,14 @@ class JobStore:
 
     @staticmethod
     async def move_due_jobs(
-        conn: Connection, limit: int, excluded: Sequence[str] = ()
+        conn: Connection, limit: int, excluded: Sequence[str] = (), idle_timeout: float = 10.0
     ) -> list[MovedJob]:
         """Lock and mark up to `limit` due jobs of active queues not in `excluded` (those
-        full in Redis), inside the caller's open transaction."""
-        rows = await conn.fetch(MOVE_DUE_JOBS, limit, list(excluded))
+        full in Redis), inside the caller's open transaction, which PostgreSQL ends if it
+        stays idle longer than `idle_timeout` seconds."""
+        rows = await conn.fetch(
+            MOVE_DUE_JOBS, limit, list(excluded), str(max(1, round(idle_timeout * 1000)))
+        )
         return [
             MovedJob(
                 id=r["id"],
@@ -222,10 +237,22 @@ class JobStore:
         return None if value is None else float(value)
 
     async def claim(
-        self, job_ids: Sequence[uuid.UUID], worker_id: str, lease_seconds: float
+        self,
+        job_ids: Sequence[uuid.UUID],
+        worker_id: str,
+        lease_seconds: float,
+        lock_timeout: float = 10.0,
     ) -> list[Claim]:
-        """migrated_to_redis -> running for these ids; only the won claims are returned."""
-        rows = await self.pool.fetch(CLAIM_JOBS, list(job_ids), worker_id, lease_seconds)
+        """migrated_to_redis -> running for these ids; only the won claims are returned.
+        Raises asyncpg.LockNotAvailableError after waiting `lock_timeout` seconds on a
+        row lock (a migrator's move that does not commit)."""
+        rows = await self.pool.fetch(
+            CLAIM_JOBS,
+            list(job_ids),
+            worker_id,
+            lease_seconds,
+            str(max(1, round(lock_timeout * 1000))),
+        )
         return [
             Claim(
                 id=r["id"],
@@ -233,6 +260,7 @@ class JobStore:
                 max_attempts=r["max_attempts"],
                 started_at=r["started_at"],
                 run_at=r["run_at"],
+                token=r["lease_token"],
             )
             for r in rows
         ]
@@ -255,6 +283,7 @@ class JobStore:
             [d.started_at for d in done],
             [d.finished_at for d in done],
             worker_id,
+            [d.token for d in done],
         )
         return {r["job_id"] for r in rows}
 
@@ -271,6 +300,7 @@ class JobStore:
             [f.error for f in failed],
             [f.retry_delay for f in failed],
             worker_id,
+            [f.token for f in failed],
         )
         return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
 

@@ -155,9 +155,13 @@ class Job(Base):
     completed_at: Mapped[datetime | None] = mapped_column(TZ)
     failed_at: Mapped[datetime | None] = mapped_column(TZ)
     last_error_message: Mapped[str | None] = mapped_column(Text)
-    # The fencing token of the current attempt is (worker_id, attempt_count).
+    # The fence of the current attempt: (worker_id, attempt_count, lease_token), the
+    # token drawn at random by each claim.
     worker_id: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(TZ)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # Leases that expired (the worker died or hung): not failed attempts.
+    stall_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     # Idempotency-Key of the request that made the job, and a hash of its canonical body.
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_hash: Mapped[str | None] = mapped_column(Text)

@@ -1,26 +1,28 @@
 """Recovery: the statements that bring back jobs whose worker or Redis copy was lost.
 
-- A running job whose lease expired (its worker died or stalled).
+- A running job whose lease expired (its worker died or hung): a stall.
 - Every migrated job, when Redis lost its data.
-- A migrated job popped from Redis but never claimed.
+
+(A job popped but never claimed needs no statement: its in-flight entry in Redis brings
+its message back, app.maintenance.inflight.)
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
-from app.db.fragments import REDIS_MESSAGE, RETRY_OR_FAIL, RETRY_OR_FAIL_NOTE
-from app.db.rows import RescuedJob, StaleMigrated
+from app.db.rows import RescuedJob
 
-# Running jobs whose lease expired (their worker died or stalled): each is a failed
-# attempt with its own job_logs row, then retried by run_at or failed, as usual. The
-# retry delay of attempt n is $2[n] (computed by app.backoff; the last entry repeats).
-RESCUE_EXPIRED_LEASES = f"""
+# Running jobs whose lease expired (their worker died or hung) stalled: that is not a
+# failed attempt. Each goes back to queued with its attempt not spent and its stall
+# counted, due at a random time within $3 seconds (drawn per job, so the jobs of one
+# dead worker do not come back together to the next one); the stall that reaches $2
+# (MAX_STALLS) fails the job instead, as a poison pill. One job_logs row per stall.
+RESCUE_EXPIRED_LEASES = """
 WITH i AS (
-    SELECT id, ($2::float8[])[LEAST(attempt_count, cardinality($2::float8[]))] AS delay
+    SELECT id
     FROM jobs
     WHERE status = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
@@ -28,52 +30,62 @@ WITH i AS (
     FOR UPDATE SKIP LOCKED
 ), done AS (
     UPDATE jobs j SET
-        {RETRY_OR_FAIL},
-        last_error_message =
-            'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped responding',
+        status = CASE WHEN j.stall_count + 1 >= $2 THEN 'failed' ELSE 'queued' END,
+        stall_count = j.stall_count + 1,
+        attempt_count = CASE WHEN j.stall_count + 1 >= $2 THEN j.attempt_count
+                             ELSE j.attempt_count - 1 END,
+        run_at = CASE WHEN j.stall_count + 1 >= $2 THEN j.run_at
+                      ELSE now() + make_interval(secs => $3 * random()) END,
+        failed_at = CASE WHEN j.stall_count + 1 >= $2 THEN now() END,
+        last_error_message = CASE
+            WHEN j.stall_count + 1 >= $2 THEN
+                'stalled ' || (j.stall_count + 1) || ' times (last: worker '
+                || coalesce(j.worker_id, '?') || ' stopped responding)'
+            ELSE 'lease expired: worker ' || coalesce(j.worker_id, '?')
+                 || ' stopped responding' END,
         lease_expires_at = NULL,
         updated_at = now()
     FROM i
     WHERE j.id = i.id AND j.status = 'running' AND j.lease_expires_at < now()
-    RETURNING j.id, j.status, j.attempt_count, j.worker_id, j.started_at, j.run_at,
-              j.last_error_message
+    RETURNING j.id, j.status, j.stall_count, j.worker_id, j.started_at,
+              j.last_error_message,
+              CASE WHEN j.status = 'failed' THEN j.attempt_count
+                   ELSE j.attempt_count + 1 END AS attempt
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
                           started_at, finished_at, duration)
-    SELECT id, 'failed',
-           last_error_message || {RETRY_OR_FAIL_NOTE},
-           attempt_count, worker_id, started_at, now(), now() - started_at
+    SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'stalled' END,
+           last_error_message || CASE WHEN status = 'failed' THEN ' (poison pill)'
+                                      ELSE ' (stall ' || stall_count || ', attempt not spent)'
+                                 END,
+           attempt, worker_id, started_at, now(), now() - started_at
     FROM done
 )
-SELECT id, status, attempt_count, last_error_message FROM done
+SELECT id, status, attempt, stall_count, last_error_message FROM done
 """
 
-# Redis lost its data: every job it held goes back to queued; the migrator (woken by
-# the NOTIFY trigger) pushes them again at once.
-REQUEUE_ALL_MIGRATED = """
+# Redis lost its data: every job it held goes back to queued, in bounded batches (each
+# its own short transaction, SKIP LOCKED so claims are never waited on), only jobs
+# migrated before the loss was seen ($2): those moved since are in the new Redis. The
+# migrator (woken by the trigger) pushes them again.
+REQUEUE_MIGRATED_BEFORE = """
+WITH batch AS (
+    SELECT id FROM jobs
+    WHERE status = 'migrated_to_redis' AND updated_at < $2
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
 UPDATE jobs SET status = 'queued', updated_at = now()
-WHERE status = 'migrated_to_redis'
-RETURNING id
-"""
-
-# Jobs migrated long ago: candidates for "popped but never claimed". The message is
-# rebuilt exactly as the migrator built it, so the caller can look for it with LPOS.
-STALE_MIGRATED = f"""
-SELECT id, queue_name, priority, updated_at,
-    {REDIS_MESSAGE} AS message
-FROM jobs
-WHERE status = 'migrated_to_redis' AND updated_at < now() - make_interval(secs => $1)
-ORDER BY updated_at
-LIMIT $2
-"""
-
-REQUEUE_MIGRATED = """
-UPDATE jobs SET status = 'queued', updated_at = now()
-FROM unnest($1::uuid[], $2::timestamptz[]) AS t(id, seen_updated_at)
-WHERE jobs.id = t.id AND jobs.status = 'migrated_to_redis'
-  AND jobs.updated_at = t.seen_updated_at
+FROM batch
+WHERE jobs.id = batch.id AND jobs.status = 'migrated_to_redis'
 RETURNING jobs.id
 """
+
+ANY_MIGRATED_BEFORE = """
+SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'migrated_to_redis' AND updated_at < $1)
+"""
+
+QUEUE_NAMES = "SELECT name FROM job_queues ORDER BY name"
 
 
 class RecoveryStore:
@@ -83,33 +95,34 @@ class RecoveryStore:
         self.pool = pool
 
     async def rescue_expired_leases(
-        self, limit: int, retry_delays: Sequence[float]
+        self, limit: int, max_stalls: int, spread: float
     ) -> list[RescuedJob]:
-        """Fail the attempts of running jobs whose lease expired; retry or fail them."""
-        rows = await self.pool.fetch(RESCUE_EXPIRED_LEASES, limit, list(retry_delays))
+        """Requeue (or, at `max_stalls`, fail) running jobs whose lease expired."""
+        rows = await self.pool.fetch(RESCUE_EXPIRED_LEASES, limit, max_stalls, spread)
         return [
             RescuedJob(
                 id=r["id"],
                 status=r["status"],
-                attempt=r["attempt_count"],
+                attempt=r["attempt"],
                 error=r["last_error_message"],
+                stalls=r["stall_count"],
             )
             for r in rows
         ]
 
-    async def requeue_all_migrated(self) -> int:
-        """migrated_to_redis -> queued for every job (Redis lost its data)."""
-        return len(await self.pool.fetch(REQUEUE_ALL_MIGRATED))
+    async def now(self) -> datetime:
+        """PostgreSQL's clock (the one updated_at is written with)."""
+        value: datetime = await self.pool.fetchval("SELECT now()")
+        return value
 
-    async def stale_migrated(self, older_than: float, limit: int) -> list[StaleMigrated]:
-        rows = await self.pool.fetch(STALE_MIGRATED, older_than, limit)
-        return [StaleMigrated(**dict(r)) for r in rows]
+    async def requeue_migrated_before(self, before: datetime, limit: int) -> int:
+        """migrated_to_redis -> queued for up to `limit` jobs migrated before `before`."""
+        return len(await self.pool.fetch(REQUEUE_MIGRATED_BEFORE, limit, before))
 
-    async def requeue_migrated(self, jobs: Sequence[StaleMigrated]) -> set[uuid.UUID]:
-        """Queue these again unless they moved on since they were read."""
-        if not jobs:
-            return set()
-        rows = await self.pool.fetch(
-            REQUEUE_MIGRATED, [j.id for j in jobs], [j.updated_at for j in jobs]
-        )
-        return {r["id"] for r in rows}
+    async def queue_names(self) -> list[str]:
+        """Every queue, paused ones included (their lists may still hold jobs)."""
+        return [r["name"] for r in await self.pool.fetch(QUEUE_NAMES)]
+
+    async def any_migrated_before(self, before: datetime) -> bool:
+        """Whether a job migrated before `before` is still migrated_to_redis."""
+        return bool(await self.pool.fetchval(ANY_MIGRATED_BEFORE, before))

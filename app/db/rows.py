@@ -57,13 +57,14 @@ class MovedJob:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A won claim: the fencing token is (worker_id, attempt)."""
+    """A won claim: the fence is (worker_id, attempt, token), token random per claim."""
 
     id: uuid.UUID
     attempt: int
     max_attempts: int
     started_at: datetime
     run_at: datetime | None = None  # when the job was due (for the wait-time metric)
+    token: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Success:
     started_at: datetime
     finished_at: datetime
     queue_name: str = ""  # for metrics only
+    token: uuid.UUID | None = None  # the claim's fencing token
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class Failure:
     error: str
     retry_delay: float
     queue_name: str = ""  # for metrics only
+    token: uuid.UUID | None = None  # the claim's fencing token
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,20 +97,12 @@ class FailureResult:
 
 
 @dataclass(frozen=True, slots=True)
-class StaleMigrated:
-    id: uuid.UUID
-    queue_name: str
-    priority: int
-    updated_at: datetime
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
 class RescuedJob:
     id: uuid.UUID
-    status: str  # queued (retry scheduled) or failed
-    attempt: int
+    status: str  # queued (the stall did not spend the attempt) or failed (a poison pill)
+    attempt: int  # the attempt that stalled
     error: str
+    stalls: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,7 +114,12 @@ class Migrator:
 
     async def _move_batch(self, full: list[str]) -> int:
         async with self.store.pool.acquire() as conn, conn.transaction():
-            jobs = await self.store.move_due_jobs(conn, self.settings.migrator_batch_size, full)
+            jobs = await self.store.move_due_jobs(
+                conn,
+                self.settings.migrator_batch_size,
+                full,
+                idle_timeout=self.settings.move_idle_timeout,
+            )
             if jobs:
                 await self._push(jobs)
                 if self.commit_delay:
@@ -130,14 +135,19 @@ class Migrator:
 
     async def _push(self, jobs: list[MovedJob]) -> None:
         """One LPUSH per list, each job to the list its priority routes it to, oldest
-        first; inside the move's transaction (a failed push rolls the move back)."""
+        first, and each queue's wake-up marker for idle workers; inside the move's
+        transaction (a failed push rolls the move back)."""
         jobs.sort(key=lambda j: (j.priority, j.created_at))
         by_key: dict[str, list[str]] = defaultdict(list)
+        queues: set[str] = set()
         for job in jobs:
             by_key[self.keys.route(job.queue_name, job.priority)].append(job.message)
+            queues.add(job.queue_name)
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, messages in by_key.items():
                 pipe.lpush(key, *messages)
+            for queue in queues:
+                pipe.zadd(self.keys.wake_marker(queue), {"1": 0})
             await pipe.execute()
 
     async def _after_move(self, jobs: list[MovedJob]) -> None:

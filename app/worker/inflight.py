@@ -9,6 +9,7 @@ from datetime import datetime
 
 from app.db.rows import Claim
 from app.registry import Job
+from app.worker.fetch import Popped
 
 
 @dataclass(slots=True)
@@ -17,6 +18,7 @@ class InFlight:
     job: Job
     task: asyncio.Task[None]
     started_at: datetime
+    popped: Popped  # its in-flight entry in Redis (app.worker.fetch)
     started: bool = False  # its task began (a task cancelled before that never runs)
     recording: bool = False  # the outcome is handed to the recorder
     cancel_requested: bool = False  # an operator cancelled it: stop, record `cancelled`

@@ -4,28 +4,44 @@ A job that finishes while a flush is in progress waits for the next one, so unde
 many outcomes share a round trip and an idle worker adds no delay (app.batcher). When
 PostgreSQL is unreachable the outcomes stay pending and the flush is retried until it
 succeeds or the worker gives up (then the lease expires and the job runs again: never
-lost).
+lost). A retried flush writes only what did not apply yet: after a partial success
+(the completions written, the failures not), the completions are not sent again (their
+fence would no longer hold, and they would be reported as discarded).
+
+Once an outcome is written, the job's in-flight entry in Redis goes with the hash
+update. An outcome that was not applied (the fence no longer held, e.g. the claim was an
+asynchronous commit lost in a PostgreSQL crash) keeps its entry: the in-flight recovery
+pushes the message back, and the claim decides whether it runs again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
 from app.batcher import Batcher
 from app.db.hot import JobStore
 from app.db.outcomes import OutcomeStore
-from app.db.rows import CancelledRun, Failure, PermanentFailed, Snoozed, Success
+from app.db.rows import (
+    CancelledRun,
+    Failure,
+    FailureResult,
+    PermanentFailed,
+    Snoozed,
+    Success,
+)
 from app.job_state import JobStateCache
 from app.logs import bound_job
 from app.metrics import MetricsWriter
 from app.redis_batch import Batch, redis_batch
+from app.worker.fetch import Popped
+from app.worker.outcomes import Outcome
 
 log = logging.getLogger("hybridq.worker")
 
-Outcome = Success | Failure | PermanentFailed | Snoozed | CancelledRun
 
 # Seconds a stopping worker waits for its pending outcomes to be written; after that
 # they are abandoned and their jobs come back when their leases expire.
@@ -41,6 +57,7 @@ class OutcomeRecorder:
         state: JobStateCache,
         worker_id: str,
         max_snoozes: int = 25,
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.store = store
         self.outcomes = OutcomeStore(store.pool)
@@ -49,6 +66,10 @@ class OutcomeRecorder:
         self.state = state
         self.worker_id = worker_id
         self.metrics = MetricsWriter(state.keys)
+        # In-flight entries of claimed jobs, removed once their outcome is written.
+        self._entries: dict[uuid.UUID, Popped] = {}
+        # Answers of outcomes already written by a flush that then failed (retry mode).
+        self._settled: dict[Outcome, str | None] = {}
         # Each outcome is answered with the job's new status, or None when this
         # worker's fence no longer held (the outcome was discarded).
         self._batcher: Batcher[Outcome, str | None] = Batcher(
@@ -56,10 +77,15 @@ class OutcomeRecorder:
             name=f"recorder-{worker_id}",
             retry=True,
             after_flush=self._update_cache,
+            on_crash=on_crash,
         )
 
     def start(self) -> None:
         self._batcher.start()
+
+    def track(self, job_id: uuid.UUID, entry: Popped) -> None:
+        """The in-flight entry to remove once this job's outcome is written."""
+        self._entries[job_id] = entry
 
     async def record(self, outcome: Outcome) -> bool:
         """Queue an outcome; True once it is written, False if the fence no longer held."""
@@ -74,36 +100,49 @@ class OutcomeRecorder:
         self._batcher.abandon()
 
     async def _write(self, batch: list[Outcome]) -> list[str | None]:
-        successes = [o for o in batch if isinstance(o, Success)]
-        failures = [o for o in batch if isinstance(o, Failure)]
-        status: dict[object, str] = dict.fromkeys(
-            await self.store.complete(self.worker_id, successes), "completed"
-        )
-        for result in await self.store.fail(self.worker_id, failures):
-            status[result.job_id] = result.status
-        permanent = [o for o in batch if isinstance(o, PermanentFailed)]
-        for result in await self.outcomes.fail_permanently(self.worker_id, permanent):
-            status[result.job_id] = result.status
-        snoozed = [o for o in batch if isinstance(o, Snoozed)]
-        for result in await self.outcomes.snooze(self.worker_id, snoozed, self.max_snoozes):
-            status[result.job_id] = result.status
-        stopped = [o for o in batch if isinstance(o, CancelledRun)]
-        for result in await self.outcomes.cancel_running(self.worker_id, stopped):
-            status[result.job_id] = result.status
+        # An answer is kept in `settled` as soon as its statement is done, so a flush
+        # retried after a later statement failed does not send it again (its fence would
+        # no longer hold). A refused one waits for the late cancel below.
+        settled = self._settled
+        todo = [o for o in batch if o not in settled]
+        refused: list[Outcome] = []
+        wid = self.worker_id
+        successes = [o for o in todo if isinstance(o, Success)]
+        if successes:
+            done = await self.store.complete(wid, successes)
+            _settle(settled, refused, successes, {j: "completed" for j in done})
+        failures = [o for o in todo if isinstance(o, Failure)]
+        if failures:
+            _settle(settled, refused, failures, _statuses(await self.store.fail(wid, failures)))
+        permanent = [o for o in todo if isinstance(o, PermanentFailed)]
+        if permanent:
+            results = await self.outcomes.fail_permanently(wid, permanent)
+            _settle(settled, refused, permanent, _statuses(results))
+        snoozed = [o for o in todo if isinstance(o, Snoozed)]
+        if snoozed:
+            results = await self.outcomes.snooze(wid, snoozed, self.max_snoozes)
+            _settle(settled, refused, snoozed, _statuses(results))
+        stopped = [o for o in todo if isinstance(o, CancelledRun)]
+        if stopped:
+            results = await self.outcomes.cancel_running(wid, stopped)
+            _settle(settled, refused, stopped, _statuses(results))
         # An outcome refused because a cancel was asked after this worker last looked:
         # the job ends cancelled, and the outcome is discarded (one more statement, only
         # when some outcome was refused).
-        refused = [o for o in batch if o.job_id not in status and not isinstance(o, CancelledRun)]
-        if refused:
-            late = [
+        late = [o for o in refused if not isinstance(o, CancelledRun)]
+        if late:
+            runs = [
                 CancelledRun(o.job_id, o.attempt, o.started_at, o.finished_at, o.queue_name)
-                for o in refused
+                for o in late
             ]
-            for result in await self.outcomes.cancel_running(self.worker_id, late):
-                status[result.job_id] = result.status
-        answers: list[str | None] = []
+            status = _statuses(await self.outcomes.cancel_running(wid, runs))
+            for stale in late:
+                settled[stale] = status.get(stale.job_id)
+        for outcome in refused:
+            settled.setdefault(outcome, None)
+        replies: list[str | None] = []
         for outcome in batch:
-            answer = status.get(outcome.job_id)
+            answer = settled.pop(outcome, None)
             if answer is None:
                 with bound_job(outcome.job_id, None, outcome.attempt, self.worker_id):
                     log.warning(
@@ -111,18 +150,21 @@ class OutcomeRecorder:
                         outcome.job_id,
                         outcome.attempt,
                     )
-            answers.append(answer)
-        return answers
+            replies.append(answer)
+        return replies
 
     async def _update_cache(
         self, batch: list[Outcome], answers: Sequence[str | BaseException | None]
     ) -> None:
         """The jobs are recorded and their slots released: now the hashes and metrics."""
+        entries = [self._entries.pop(o.job_id, None) for o in batch]
         try:
             async with redis_batch(self.redis) as pipe:
-                for outcome, status in zip(batch, answers, strict=True):
+                for outcome, status, entry in zip(batch, answers, entries, strict=True):
                     if not isinstance(status, str):
                         continue
+                    if entry is not None:
+                        pipe.pipe.zrem(self.state.keys.inflight(entry.queue), entry.member)
                     if status == "cancelled" or isinstance(outcome, CancelledRun):
                         # Stopped on a cancel (or its outcome came after the request).
                         self.state.operator_changed(pipe, outcome.job_id, status, outcome.attempt)
@@ -154,3 +196,22 @@ class OutcomeRecorder:
         self.metrics.count(pipe, counter, outcome.queue_name)
         run = (outcome.finished_at - outcome.started_at).total_seconds()
         self.metrics.observe(pipe, "run_seconds", outcome.queue_name, run)
+
+
+def _statuses(results: Sequence[FailureResult]) -> dict[uuid.UUID, str]:
+    return {r.job_id: r.status for r in results}
+
+
+def _settle(
+    settled: dict[Outcome, str | None],
+    refused: list[Outcome],
+    outcomes: Sequence[Outcome],
+    status: dict[uuid.UUID, str],
+) -> None:
+    """Keep each applied outcome's new status; collect the ones the fence refused."""
+    for outcome in outcomes:
+        answer = status.get(outcome.job_id)
+        if answer is None:
+            refused.append(outcome)
+        else:
+            settled[outcome] = answer

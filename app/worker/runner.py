@@ -1,16 +1,21 @@
 """The worker: pops jobs from Redis, claims them in PostgreSQL, runs their handlers.
 
-Fetch: one BLMPOP over every served queue's lists, high before normal before low, taking
-as many jobs as there are free slots. Claim: one conditional UPDATE for the popped ids
-(migrated_to_redis -> running, with worker id, attempt number and lease); a copy whose
-claim fails (a duplicate, a cancelled job) is dropped without running. Outcome: written
-by the recorder, fenced by (worker_id, attempt). Retries wait in PostgreSQL via run_at.
+Fetch: one atomic pop over every served queue's lists (app.worker.fetch), high before
+normal before low, fair between queues, taking as many jobs as there are free slots and
+recording each in flight. Claim: one conditional UPDATE for the popped ids
+(migrated_to_redis -> running, with worker id, attempt number, lease and a random
+token); a copy whose claim fails (a duplicate, a cancelled job) is dropped without
+running, and a claim that waits too long on a row lock is given up (the in-flight
+recovery brings the copies back). Outcome: written by the recorder, fenced by (worker_id,
+attempt, token); the in-flight entry goes once the outcome is written. Retries wait in
+PostgreSQL via run_at.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -22,14 +27,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import asyncpg
 import redis.asyncio as aioredis
 
-from app.backoff import retry_delay
 from app.crypto import PayloadCipher
 from app.db.cancels import CancelStore
 from app.db.hot import JobStore
-from app.db.rows import CancelledRun, Claim, Failure, Success
+from app.db.rows import Claim
 from app.job_state import JobStateCache
 from app.jobs.outcomes import PermanentFailure, Snooze
 from app.keys import Keys
@@ -40,8 +44,10 @@ from app.redis_batch import redis_batch
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
 from app.worker.cancels import CancelWatcher
+from app.worker.fetch import Fetcher, Popped, parse_message
+from app.worker.heartbeat import beat_until
 from app.worker.inflight import InFlight
-from app.worker.outcomes import reported_outcome
+from app.worker.outcomes import outcome_of
 from app.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger("hybridq.worker")
@@ -54,6 +60,10 @@ HANDLER_CANCEL_WAIT = 5.0
 def make_worker_id() -> str:
     """Unique per process run, so a restarted worker never shares a fencing token."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class WorkerCrashed(RuntimeError):
+    """A task the worker depends on (heartbeat, outcome recorder) ended unexpectedly."""
 
 
 class Worker:
@@ -88,7 +98,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.cipher = cipher or PayloadCipher([], {})
-        self.fetch_keys = keys.fetch_order(self.queues)
+        self.fetcher = Fetcher(redis, keys, self.queues)
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(
@@ -97,6 +107,7 @@ class Worker:
             state=self.state,
             worker_id=self.worker_id,
             max_snoozes=settings.max_snoozes,
+            on_crash=self._crash,
         )
         self.cancels = CancelWatcher(
             redis=redis,
@@ -105,6 +116,7 @@ class Worker:
             worker_id=self.worker_id,
             on_cancel=self.request_cancel,
         )
+        self._crashed: BaseException | None = None
         self._inflight: dict[uuid.UUID, InFlight] = {}
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
@@ -116,6 +128,17 @@ class Worker:
     def stop(self) -> None:
         """Stop fetching; in-flight jobs get the grace period to finish."""
         self._stop.set()
+
+    def _crash(self, exc: BaseException) -> None:
+        """A side task died: stop fetching; run() then raises WorkerCrashed."""
+        if self._crashed is None:
+            log.error("worker %s: %s", self.worker_id, exc)
+            self._crashed = exc
+        self._stop.set()
+
+    def running(self) -> dict[uuid.UUID, InFlight]:
+        """A snapshot of the jobs this worker runs now, by id."""
+        return dict(self._inflight)
 
     @property
     def in_flight(self) -> int:
@@ -131,18 +154,22 @@ class Worker:
                 log.info("job %s: cancel requested, stopping it", job_id)
 
     async def run(self) -> None:
+        mode = " (burst)" if self.burst else ""
+        queues = ", ".join(self.queues)
         log.info(
-            "worker %s serving %s with concurrency %d%s",
-            self.worker_id,
-            ", ".join(self.queues),
-            self.concurrency,
-            " (burst)" if self.burst else "",
+            "worker %s serving %s, concurrency %d%s", self.worker_id, queues, self.concurrency, mode
         )
         self.recorder.start()
         heartbeat_stop = asyncio.Event()
-        heartbeat = asyncio.create_task(
-            self._heartbeat_loop(heartbeat_stop), name="worker-heartbeat"
+        heartbeat = asyncio.create_task(beat_until(self, heartbeat_stop), name="worker-heartbeat")
+        heartbeat.add_done_callback(
+            lambda t: (
+                None
+                if heartbeat_stop.is_set()
+                else self._crash(WorkerCrashed("the heartbeat task ended unexpectedly"))
+            )
         )
+        # Cancels also arrive by the heartbeat's poll: the listener only makes them fast.
         listener = asyncio.create_task(
             self.cancels.listen(heartbeat_stop), name="worker-cancel-listener"
         )
@@ -163,6 +190,8 @@ class Worker:
                 await self.redis.delete(self.keys.worker_heartbeat(self.worker_id))
                 await self.redis.zrem(self.keys.workers_index(), self.worker_id)
             log.info("worker %s stopped", self.worker_id)
+        if self._crashed is not None:
+            raise WorkerCrashed(f"worker {self.worker_id}: {self._crashed}") from self._crashed
 
     # --- fetching -----------------------------------------------------------------
 
@@ -175,55 +204,51 @@ class Worker:
                 await wait_any(self._slot_free, self._stop)
                 continue
             try:
-                messages = await self._pop(free)
+                popped = await self.fetcher.pop(free)
+                if not popped and not self.burst:
+                    timeout = self.settings.worker_fetch_timeout
+                    popped = await self.fetcher.wait_and_pop(free, timeout)
                 backoff.reset()
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except Exception as exc:
+                # Unreachable, or read-only after a failover (ReadOnlyError), or any other
+                # error: never a reason to stop serving. Wait and look again.
                 delay = backoff.next()
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                log.warning("could not pop from Redis (%r); retrying in %.1fs", exc, delay)
                 await wait_any(self._stop, timeout=delay)
                 continue
-            if not messages:
+            if not popped:
                 if self.burst:
                     if not self._inflight:
                         return
                     self._slot_free.clear()
                     await wait_any(self._slot_free, self._stop)
                 continue
-            await self._claim_and_start(messages)
+            await self._claim_and_start(popped)
 
-    async def _pop(self, count: int) -> list[bytes]:
-        if self.burst:
-            result: Any = await self.redis.lmpop(
-                len(self.fetch_keys), *self.fetch_keys, direction="RIGHT", count=count
-            )
-        else:
-            result = await self.redis.blmpop(
-                self.settings.worker_fetch_timeout,
-                len(self.fetch_keys),
-                *self.fetch_keys,
-                direction="RIGHT",
-                count=count,
-            )
-        if not result:
-            return []
-        _key, values = result
-        return list(values)
-
-    async def _claim_and_start(self, messages: list[bytes]) -> None:
+    async def _claim_and_start(self, popped: list[Popped]) -> None:
         by_id: dict[uuid.UUID, dict[str, Any]] = {}
-        for raw in messages:
-            try:
-                data = orjson.loads(raw)
-                by_id[uuid.UUID(data["id"])] = data
-            except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-                log.error("dropping malformed message from Redis: %r", raw[:200])
-        if not by_id:
-            return
-        claims = await self._claim(list(by_id))
+        entry_of: dict[uuid.UUID, Popped] = {}
+        dropped: list[Popped] = []
+        for p in popped:
+            data = parse_message(p.message)
+            if data is None:
+                log.error("dropping malformed message from Redis: %r", p.message[:200])
+                dropped.append(p)
+                continue
+            earlier = entry_of.get(data["id"])
+            if earlier is not None and earlier.member != p.member:
+                dropped.append(earlier)  # two copies in one pop: one is claimed
+            by_id[data["id"]] = data
+            entry_of[data["id"]] = p
+        claims = await self._claim(list(by_id)) if by_id else []
         if claims is None:
+            # Given up (lock timeout, or PostgreSQL away too long): the in-flight
+            # entries stay, and the recovery pushes the copies back.
+            await self.fetcher.forget_now(dropped)
             return
         won = {c.id for c in claims}
         for job_id in by_id.keys() - won:
+            dropped.append(entry_of[job_id])
             with bound_job(job_id, by_id[job_id].get("queue_name"), None, self.worker_id):
                 log.debug(
                     "dropping copy of job %s: its claim failed (not migrated_to_redis)", job_id
@@ -240,9 +265,10 @@ class Worker:
                 max_attempts=c.max_attempts,
                 priority=data["priority"],
             )
+            self.recorder.track(c.id, entry_of[c.id])
             task = asyncio.create_task(self._execute(c, job), name=f"job-{c.id}")
             self._inflight[c.id] = InFlight(
-                claim=c, job=job, task=task, started_at=datetime.now(UTC)
+                claim=c, job=job, task=task, started_at=datetime.now(UTC), popped=entry_of[c.id]
             )
             self.jobs_started += 1
             task.add_done_callback(functools.partial(self._finished, c.id))
@@ -252,6 +278,7 @@ class Worker:
 
         try:
             async with redis_batch(self.redis) as pipe:
+                self.fetcher.forget(pipe.pipe, dropped)
                 for c in claims:
                     self.state.running(pipe, c.id, self.worker_id, c.started_at, c.attempt)
                     queue = by_id[c.id]["queue_name"]
@@ -263,18 +290,26 @@ class Worker:
             log.warning("could not update job hashes in Redis", exc_info=True)
 
     async def _claim(self, job_ids: list[uuid.UUID]) -> list[Claim] | None:
-        """Claim, retrying while PostgreSQL is unreachable; the copies stay migrated."""
+        """Claim, retrying while PostgreSQL is unreachable, for at most the visibility
+        timeout; None when given up (the copies are then the in-flight recovery's)."""
         backoff = Backoff()
+        deadline = time.monotonic() + self.settings.visibility_timeout
         while True:
             try:
                 return await self.store.claim(
-                    job_ids, self.worker_id, self.settings.visibility_timeout
+                    job_ids,
+                    self.worker_id,
+                    self.settings.visibility_timeout,
+                    self.settings.claim_lock_timeout,
                 )
+            except (asyncpg.LockNotAvailableError, TimeoutError) as exc:
+                # A migrator holds these rows and does not commit (hung, or its host
+                # gone): do not wait for it; fetch other jobs.
+                log.warning("claim of %d jobs gave up on a lock (%r)", len(job_ids), exc)
+                return None
             except Exception as exc:
-                if self._stop.is_set():
-                    # The jobs stay migrated_to_redis with no copy in Redis; the
-                    # reconciliation of the migrator returns them to queued.
-                    log.error("could not claim %d jobs while stopping: %s", len(job_ids), exc)
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    log.error("could not claim %d jobs: %s; left to recovery", len(job_ids), exc)
                     return None
                 delay = backoff.next()
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
@@ -331,45 +366,21 @@ class Worker:
         log.debug(
             "job %s attempt %d ran %.1f ms", job.id, claim.attempt, (time.perf_counter() - t0) * 1e3
         )
-        if entry is not None and entry.cancel_requested:
-            # Whatever the handler returned or raised after the cancel is discarded.
-            stopped = CancelledRun(job.id, claim.attempt, started, finished, job.queue_name)
-            await self.recorder.record(stopped)
-            return
-        if reported is not None:
-            await self.recorder.record(reported_outcome(reported, claim, job, started, finished))
-            return
-        if error is None:
-            await self.recorder.record(
-                Success(
-                    job_id=job.id,
-                    attempt=claim.attempt,
-                    started_at=started,
-                    finished_at=finished,
-                    queue_name=job.queue_name,
-                )
+        if error is not None and not (entry is not None and entry.cancel_requested):
+            log.info(
+                "job %s attempt %d/%d failed: %s", job.id, claim.attempt, claim.max_attempts, error
             )
-            return
-        log.info(
-            "job %s attempt %d/%d failed: %s", job.id, claim.attempt, claim.max_attempts, error
+        outcome = outcome_of(
+            claim,
+            job,
+            started,
+            finished,
+            cancelled=entry is not None and entry.cancel_requested,
+            reported=reported,
+            error=error,
+            settings=self.settings,
         )
-        delay = retry_delay(
-            claim.attempt,
-            base=self.settings.backoff_base,
-            cap=self.settings.backoff_max,
-            jitter=self.settings.backoff_jitter,
-        )
-        await self.recorder.record(
-            Failure(
-                job_id=job.id,
-                attempt=claim.attempt,
-                started_at=started,
-                finished_at=finished,
-                error=error[:10_000],
-                retry_delay=delay,
-                queue_name=job.queue_name,
-            )
-        )
+        await self.recorder.record(outcome)
 
     async def _call(self, handler: Handler, job: Job) -> Any:
         if handler.is_async:
@@ -377,45 +388,11 @@ class Worker:
         # A plain function runs in a thread so it cannot block the event loop: a pool as
         # large as the concurrency, so a sync handler never waits for a thread. A thread
         # cannot be killed: past its timeout the attempt fails, the thread runs on.
+        # The thread runs in a copy of this task's context, so the handler's log lines
+        # carry the job's id like an async handler's.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, handler.func, job)
-
-    # --- heartbeat ----------------------------------------------------------------
-
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        """Renew the leases of in-flight jobs and the worker's heartbeat key every third
-        of the visibility timeout, until `stop` is set."""
-        interval = self.settings.visibility_timeout / 3
-        ttl = max(1, int(self.settings.visibility_timeout))
-        while not stop.is_set():
-            try:
-                await self._beat(ttl)
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)
-            await wait_any(stop, timeout=interval)
-
-    async def _beat(self, ttl: int) -> None:
-        ids = list(self._inflight)
-        if ids:
-            held = await self.store.renew_leases(
-                ids, self.worker_id, self.settings.visibility_timeout
-            )
-            await self.cancels.poll(list(held))
-            for job_id in set(ids) - held:
-                entry = self._inflight.get(job_id)
-                # A job whose outcome was just recorded is no longer running: not lost.
-                if entry is not None and not entry.recording:
-                    job = entry.job
-                    with bound_job(job_id, job.queue_name, job.attempt, self.worker_id):
-                        log.warning("job %s: lease lost; its outcome will be discarded", job_id)
-        now = time.time()
-        # The value says what the worker serves, for the dashboard's workers page (the
-        # jobs it runs now are read from PostgreSQL there, not from this stale copy).
-        beat = orjson.dumps({"at": now, "queues": self.queues, "concurrency": self.concurrency})
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.worker_heartbeat(self.worker_id), beat, ex=ttl)
-            pipe.zadd(self.keys.workers_index(), {self.worker_id: now})
-            await pipe.execute()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._threads, context.run, handler.func, job)
 
     # --- shutdown -----------------------------------------------------------------
 
@@ -441,6 +418,9 @@ class Worker:
                     [(f.claim.id, f.claim.attempt, f.started_at) for f in unfinished],
                 )
                 async with redis_batch(self.redis) as pipe:
+                    self.fetcher.forget(
+                        pipe.pipe, [f.popped for f in unfinished if f.claim.id in released]
+                    )
                     for f in unfinished:
                         if f.claim.id in released:
                             self.state.requeued(pipe, f.claim.id, f.claim.attempt - 1)

@@ -107,6 +107,35 @@ async def test_postgres_restart_while_jobs_run(tmp_path: Path) -> None:
             cluster.stop_all()
 
 
+async def test_postgres_crash_with_asynchronous_commits_pending(tmp_path: Path) -> None:
+    """An immediate-mode stop is a crash: no checkpoint, no WAL flush. With the WAL
+    writer asleep for 10 s, the asynchronous commits (claims, moves) since the last
+    synchronous one are lost; every job must still complete, once."""
+    n = 400
+    with PrivatePostgres({"wal_writer_delay": "10000"}) as pg, PrivateRedis() as server:
+        conn = await asyncpg.connect(pg.dsn())
+        await conn.execute("CREATE DATABASE chaos")
+        await conn.close()
+        dsn = pg.dsn("chaos")
+        await asyncio.to_thread(upgrade, Settings(database_url=dsn).sqlalchemy_url)
+        cluster = Cluster(dsn, server.url, tmp_path, handler_sleep=0.05)
+        try:
+            ids, started = await cluster.start_jobs(n)
+            await cluster.wait_completed(n // 3, timeout=60)
+            conn = await cluster.connect()
+            lsn = await conn.fetchval(
+                "SELECT pg_current_wal_insert_lsn() - pg_current_wal_flush_lsn()"
+            )
+            await conn.close()
+            pg.stop("immediate")
+            cluster.fault(f"PostgreSQL crash (immediate; {lsn} bytes of WAL not flushed)")
+            pg.start()
+            report = await cluster.finish(ids, started, "PostgreSQL crash")
+            assert report.lost == 0
+        finally:
+            cluster.stop_all()
+
+
 async def test_kill_9_the_migrator_in_the_middle_of_a_batch(cluster: Cluster) -> None:
     await cluster.create_queue()
     started = time.monotonic()

@@ -57,9 +57,9 @@ async def test_health_queues_reports_redis_depths_workers_and_job_counts(
     assert body["redis"]["status"] == "healthy"
     assert body["redis"]["ping"] == "PONG"
     assert body["redis"]["memory_used"] and body["redis"]["connected_clients"] >= 1
-    assert body["queues"]["queue:t-health:high"] == 0  # popped, running
-    assert body["queues"]["queue:t-health"] == 1
-    assert body["queues"]["queue:t-health:low"] == 1
+    assert body["queues"]["queue:{t-health}:high"] == 0  # popped, running
+    assert body["queues"]["queue:{t-health}:normal"] == 1
+    assert body["queues"]["queue:{t-health}:low"] == 1
     assert body["workers"] == {"active_workers": 1, "worker_ids": [worker.worker_id]}
     assert body["jobs"] == {"running": 1, "migrated_to_redis": 2}
     assert body["jobs_exact"] is True

@@ -1,5 +1,5 @@
-"""Recovery in-process: lease rescue, Redis data loss, popped-but-unclaimed jobs,
-Redis outages at the API, and the eviction-policy warning."""
+"""Recovery in-process: stalls and poison pills, Redis data loss, Redis outages at the
+API, and the eviction-policy warning. (Popped-but-unclaimed jobs: test_inflight.py.)"""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
+import asyncpg
 import httpx
 import pytest
 
+from app.db.rows import Success
 from app.main import create_app
 from app.maintenance.reconcile import RedisReconciler
 from app.maintenance.rescue import LeaseRescue
@@ -38,7 +41,7 @@ async def lease_expired(rt: Runtime, job_id: uuid.UUID) -> bool:
     )
 
 
-async def test_an_expired_lease_fails_the_attempt_and_the_job_runs_again(
+async def test_an_expired_lease_is_a_stall_and_the_job_runs_again_with_its_attempt(
     runtime: Runtime, registry: HandlerRegistry
 ) -> None:
     rt = runtime
@@ -48,6 +51,7 @@ async def test_an_expired_lease_fails_the_attempt_and_the_job_runs_again(
     async def record(job: Job) -> None:
         ran.append(job.attempt)
 
+    rt.settings.stall_requeue_spread = 0.0
     await add_queue(rt, "t-lease")
     job_id = await create_job(rt, "t-lease", max_attempts=3)
     await rt.migrator().move_due_jobs()
@@ -56,44 +60,75 @@ async def test_an_expired_lease_fails_the_attempt_and_the_job_runs_again(
     (claim,) = await rt.store.claim([job_id], "dead-worker", 0.2)
     await wait_for(lambda: lease_expired(rt, job_id), what="lease to expire")
 
-    rescued = await LeaseRescue(rt.recovery, rt.settings).run_once()
+    rescued = await LeaseRescue(rt.recovery, rt.settings, rt.redis, rt.keys).run_once()
 
     assert rescued == 1
     row = await job_row(rt, job_id)
     assert row["status"] == "queued"
+    assert row["attempt_count"] == 0  # the attempt was not spent
+    assert row["stall_count"] == 1
     assert row["last_error_message"] == "lease expired: worker dead-worker stopped responding"
     log = await rt.pool.fetchrow("SELECT * FROM job_logs WHERE job_id = $1", job_id)
     assert log is not None
     assert log["attempt_number"] == claim.attempt == 1
-    assert log["status"] == "failed"
+    assert log["status"] == "stalled"
     assert log["worker_id"] == "dead-worker"
-    assert str(log["log_message"]).startswith("lease expired: worker dead-worker")
+    assert "attempt not spent" in str(log["log_message"])
+    state = await rt.redis.hgetall(rt.keys.job(str(job_id)))
+    assert state[b"status"] == b"queued"
 
     await run_until_settled(rt)
-    assert ran == [2]
+    assert ran == [1]
     assert await job_status(rt, job_id) == "completed"
     # The dead worker can never record its outcome now.
-    from datetime import UTC, datetime
-
-    from app.db.rows import Success
-
     now = datetime.now(UTC)
     assert await rt.store.complete("dead-worker", [Success(job_id, 1, now, now)]) == set()
 
 
-async def test_an_expired_lease_on_the_last_attempt_fails_the_job(runtime: Runtime) -> None:
+async def test_a_job_that_stalls_max_stalls_times_is_failed_as_a_poison_pill(
+    runtime: Runtime,
+) -> None:
     rt = runtime
+    rt.settings.max_stalls = 2
+    rt.settings.stall_requeue_spread = 0.0
     await add_queue(rt, "t-lease-last")
-    job_id = await create_job(rt, "t-lease-last", max_attempts=1)
-    await rt.migrator().move_due_jobs()
-    await rt.store.claim([job_id], "dead-worker", 0.1)
-    await wait_for(lambda: lease_expired(rt, job_id), what="lease to expire")
-
-    await LeaseRescue(rt.recovery, rt.settings).run_once()
+    job_id = await create_job(rt, "t-lease-last", max_attempts=5)
+    rescue = LeaseRescue(rt.recovery, rt.settings, rt.redis, rt.keys)
+    for stall in (1, 2):
+        await rt.migrator().move_due_jobs()
+        await rt.store.claim([job_id], f"dead-{stall}", 0.1)
+        await wait_for(lambda: lease_expired(rt, job_id), what="lease to expire")
+        assert await rescue.run_once() == 1
 
     row = await job_row(rt, job_id)
     assert row["status"] == "failed"
     assert row["failed_at"] is not None
+    assert row["stall_count"] == 2
+    assert row["attempt_count"] == 1  # one attempt, run twice, never failed by itself
+    assert str(row["last_error_message"]).startswith("stalled 2 times")
+    logs = await rt.pool.fetch(
+        "SELECT status FROM job_logs WHERE job_id = $1 ORDER BY finished_at", job_id
+    )
+    assert [r["status"] for r in logs] == ["stalled", "failed"]
+
+
+async def test_rescued_jobs_are_spread_one_delay_per_job(runtime: Runtime) -> None:
+    rt = runtime
+    rt.settings.stall_requeue_spread = 60.0
+    await add_queue(rt, "t-spread")
+    ids = [await create_job(rt, "t-spread") for _ in range(50)]
+    await rt.migrator().move_due_jobs()
+    await rt.store.claim(ids, "dead-worker", 0.1)
+    await wait_for(lambda: lease_expired(rt, ids[0]), what="leases to expire")
+    assert await LeaseRescue(rt.recovery, rt.settings).run_once() == 50
+    delays = await rt.pool.fetch(
+        "SELECT EXTRACT(EPOCH FROM run_at - now())::float8 AS d FROM jobs WHERE id = ANY($1)",
+        ids,
+    )
+    values = sorted(r["d"] for r in delays)
+    assert values[0] >= -1 and values[-1] <= 60
+    assert len({round(v, 3) for v in values}) == 50  # one draw per job
+    assert values[-1] - values[0] > 20  # spread, not together
 
 
 async def test_a_live_lease_is_left_alone(runtime: Runtime) -> None:
@@ -106,61 +141,42 @@ async def test_a_live_lease_is_left_alone(runtime: Runtime) -> None:
     assert await job_status(rt, job_id) == "running"
 
 
-async def test_redis_data_loss_pushes_every_migrated_job_again(
-    runtime: Runtime, registry: HandlerRegistry
+async def test_redis_data_loss_requeues_in_batches_and_retries_a_failed_batch(
+    runtime: Runtime,
 ) -> None:
     rt = runtime
-    ran: list[uuid.UUID] = []
-
-    @registry.handler("t-flush")
-    async def record(job: Job) -> None:
-        ran.append(job.id)
-
     await add_queue(rt, "t-flush")
-    jobs = {await create_job(rt, "t-flush") for _ in range(20)}
-    reconciler = RedisReconciler(rt.recovery, rt.redis, rt.keys, rt.settings)
+    n = 3000
+    await rt.pool.execute(
+        "INSERT INTO jobs (queue_name, payload) SELECT 't-flush', '{}' FROM generate_series(1, $1)",
+        n,
+    )
+    reconciler = RedisReconciler(rt.recovery, rt.redis, rt.keys, rt.settings, batch=500)
     await reconciler.run_once()  # first pass: sets the marker; nothing was migrated
+    rt.settings.redis_queue_max_depth = 100_000
     await rt.migrator().move_due_jobs()
     assert await reconciler.run_once() == 0  # marker present: nothing to do
 
     await delete_prefix(rt.redis, rt.settings.redis_prefix)  # Redis loses everything
-    assert await reconciler.run_once() == 20
-    assert await rt.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == 20
+    batches = 0
 
-    await run_until_settled(rt)
-    assert sorted(ran) == sorted(jobs)
+    async def fail_the_third_batch() -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 3:
+            raise asyncpg.exceptions.QueryCanceledError("statement timeout (injected)")
 
+    reconciler.before_batch = fail_the_third_batch
+    with pytest.raises(asyncpg.exceptions.QueryCanceledError):
+        await reconciler.run_once()
+    # Two batches went back; the marker is still missing, so the next pass goes on.
+    assert await rt.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == 1000
+    assert not await rt.redis.exists(rt.keys.epoch_marker())
 
-async def test_a_job_popped_but_never_claimed_is_queued_again(
-    runtime: Runtime, registry: HandlerRegistry, settings: Settings
-) -> None:
-    rt = runtime
-    settings.stale_migrated_after = 0.2
-
-    @registry.handler("t-unclaimed")
-    async def noop(job: Job) -> None:
-        return None
-
-    await add_queue(rt, "t-unclaimed")
-    lost = await create_job(rt, "t-unclaimed", priority=10)
-    waiting = await create_job(rt, "t-unclaimed", priority=100)
-    reconciler = RedisReconciler(rt.recovery, rt.redis, rt.keys, rt.settings)
-    await reconciler.recover_lost_data()  # marker set
-    await rt.migrator().move_due_jobs()
-    # A worker pops the urgent job and dies before its claim.
-    assert await rt.redis.rpop(rt.keys.route("t-unclaimed", 10))
-
-    async def both_stale() -> bool:
-        return len(await rt.recovery.stale_migrated(0.2, 10)) == 2
-
-    await wait_for(both_stale, what="jobs to be stale")
-    assert await reconciler.run_once() == 1
-
-    assert await job_status(rt, lost) == "queued"
-    assert await job_status(rt, waiting) == "migrated_to_redis"  # still in its list
-    await run_until_settled(rt)
-    assert await job_status(rt, lost) == "completed"
-    assert await job_status(rt, waiting) == "completed"
+    assert await reconciler.run_once() == n - 1000
+    assert await rt.redis.exists(rt.keys.epoch_marker())
+    assert await rt.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == n
+    assert await reconciler.run_once() == 0
 
 
 @pytest.fixture

@@ -143,11 +143,18 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
         lambda j: ([uuid.uuid4()], [QUEUE], ["{}"], [None], [None], [3], [None], [None])
     ),
     "inserts:RELEASE_EXPIRED_KEYS": once(lambda j: (["k"], 0.0)),
-    "hot:MOVE_DUE_JOBS": once(lambda j: (100, [])),
-    "hot:CLAIM_JOBS": once(lambda j: (ids(j), WORKER, 30.0)),
+    "hot:MOVE_DUE_JOBS": once(lambda j: (100, [], "10000")),
+    "hot:CLAIM_JOBS": once(lambda j: (ids(j), WORKER, 30.0, "10000")),
     "hot:RENEW_LEASES": once(lambda j: (ids(j), WORKER, 30.0)),
     "hot:COMPLETE_JOBS": once(
-        lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), [HOUR_AGO] * len(j), WORKER)
+        lambda j: (
+            ids(j),
+            [1] * len(j),
+            [HOUR_AGO] * len(j),
+            [HOUR_AGO] * len(j),
+            WORKER,
+            [None] * len(j),
+        )
     ),
     "hot:FAIL_JOBS": once(
         lambda j: (
@@ -158,6 +165,7 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
             ["boom"] * len(j),
             [1.0] * len(j),
             WORKER,
+            [None] * len(j),
         )
     ),
     "hot:RELEASE_JOBS": once(lambda j: (ids(j), [1] * len(j), [HOUR_AGO] * len(j), WORKER)),
@@ -176,9 +184,8 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
     "cancels:REQUEST_CANCEL": each(lambda i: (i, "why", "key:t")),
     "outcomes:CANCEL_RUNNING_JOBS": None,  # type: ignore[dict-item]  # needs requests: below
     "cancels:CANCEL_ABANDONED": None,  # type: ignore[dict-item]  # needs requests: below
-    "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
-    "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
-    "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
+    "recovery:RESCUE_EXPIRED_LEASES": None,  # type: ignore[dict-item]  # two stall counts
+    "recovery:REQUEUE_MIGRATED_BEFORE": once(lambda j: (100, datetime.now(UTC))),
     "actions:REPLAY_JOB": each(lambda i: (i, "why", "key:t")),
     "actions:REPLAY_DEAD_LETTERS": once(
         lambda j: (QUEUE, "why", "key:t", None, datetime.now(UTC), 100)
@@ -189,11 +196,11 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
 }
 
 
-async def requeue_migrated(conn: Connection, jobs: Jobs) -> None:
-    rows = await conn.fetch("SELECT id, updated_at FROM jobs")
-    await conn.fetch(
-        sql("recovery:REQUEUE_MIGRATED"), [r["id"] for r in rows], [r["updated_at"] for r in rows]
-    )
+async def rescue_expired_leases(conn: Connection, jobs: Jobs) -> None:
+    """Jobs with attempts left stall for the first time (queued again); the others are at
+    their last allowed stall (failed as poison pills)."""
+    await conn.execute("UPDATE jobs SET stall_count = CASE WHEN max_attempts = 1 THEN 2 ELSE 0 END")
+    await conn.fetch(sql("recovery:RESCUE_EXPIRED_LEASES"), 100, 3, 1.0)
 
 
 async def snooze(conn: Connection, jobs: Jobs) -> None:
@@ -244,7 +251,7 @@ CUSTOM_RUNNERS: dict[str, Runner] = {
     "outcomes:CANCEL_RUNNING_JOBS": cancel_running,
     "cancels:CANCEL_ABANDONED": cancel_abandoned,
     "schedules:FIRE_TICK": fire_tick,
-    "recovery:REQUEUE_MIGRATED": requeue_migrated,
+    "recovery:RESCUE_EXPIRED_LEASES": rescue_expired_leases,
     "outcomes:SNOOZE_JOBS": snooze,
 }
 

@@ -93,7 +93,7 @@ class Cluster:
                 "WORKER_CONCURRENCY": str(self.worker_concurrency),
                 "VISIBILITY_TIMEOUT": "2",
                 "MAINTENANCE_INTERVAL": "0.25",
-                "STALE_MIGRATED_AFTER": "3",
+                "STALL_REQUEUE_SPREAD": "0.5",
                 "MIGRATOR_POLL_INTERVAL": "1",
                 "MIGRATOR_BATCH_SIZE": "200",
                 "BACKOFF_BASE": "0.1",

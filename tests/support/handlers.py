@@ -6,6 +6,8 @@ Queue names start with "t-", so the clean_db fixture removes their rows and jobs
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import time
 from pathlib import Path
 
@@ -69,3 +71,12 @@ def snoozes_three_times(job: Job) -> None:
     (runs / f"{job.id}.run{n}").touch()
     if n < 3:
         raise Snooze(0.05, f"not yet ({n + 1})")
+
+
+@handler("t-poison", timeout=30)
+async def kills_its_worker_on_the_poison_payload(job: Job) -> None:
+    """A job that takes its worker down (as a segfault or an OOM would) when its payload
+    says so; the others take a few milliseconds, so neighbours are in flight."""
+    if job.payload.get("poison"):
+        os._exit(1)
+    await asyncio.sleep(random.uniform(0, 0.01))

@@ -109,8 +109,10 @@ class PrivatePostgres:
     """A PostgreSQL cluster in a temporary directory (initdb), on a free port. As root,
     the server runs as the `postgres` user, as PostgreSQL requires."""
 
-    def __init__(self) -> None:
+    def __init__(self, server_settings: dict[str, str] | None = None) -> None:
+        """`server_settings`: extra `-c name=value` options of the server."""
         self.port = free_port()
+        self.server_settings = server_settings or {}
         self.dir = Path(tempfile.mkdtemp(prefix="hq-pg-"))
         self.data = self.dir / "data"
         self._as_user: list[str] = []
@@ -142,6 +144,7 @@ class PrivatePostgres:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += "".join(f" -c {k}={v}" for k, v in self.server_settings.items())
         self._run(
             _pg_bin("pg_ctl"),
             "-D",

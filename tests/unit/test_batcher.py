@@ -135,3 +135,22 @@ async def test_after_flush_runs_once_the_waiters_are_answered_and_its_errors_sta
     assert await batcher.submit(5) == 50
     await batcher.close(1.0)
     assert answered == [True, True]
+
+
+async def test_a_dead_flusher_answers_its_waiters_and_tells_its_owner() -> None:
+    """A flusher that dies (here: a flush answering the wrong number of results) must
+    not leave callers waiting forever: they get the error, the owner is told (the
+    worker then stops), and later items are refused."""
+    crashes: list[BaseException] = []
+
+    async def wrong_count(items: list[int]) -> list[int | BaseException]:
+        return []
+
+    batcher: Batcher[int, int] = Batcher(wrong_count, name="t", on_crash=crashes.append)
+    batcher.start()
+    with pytest.raises(RuntimeError, match="answered 0 of 1"):
+        await asyncio.wait_for(batcher.submit(1), 5)
+    await asyncio.sleep(0)  # the task's done-callback runs on the next loop turn
+    assert len(crashes) == 1
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(2)

@@ -20,8 +20,8 @@ import pytest
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
-from app.runtime import HAND_BACK_ALLOWANCE
 from app.settings import Settings
+from app.supervise import HAND_BACK_ALLOWANCE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yaml"

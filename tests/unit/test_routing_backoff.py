@@ -9,28 +9,48 @@ from app.keys import Keys, priority_level
 @pytest.mark.parametrize(
     ("priority", "key"),
     [
-        (0, "p:queue:email-sending:high"),
-        (50, "p:queue:email-sending:high"),
-        (51, "p:queue:email-sending"),
-        (150, "p:queue:email-sending"),
-        (151, "p:queue:email-sending:low"),
-        (1000, "p:queue:email-sending:low"),
+        (0, "p:queue:{email-sending}:high"),
+        (50, "p:queue:{email-sending}:high"),
+        (51, "p:queue:{email-sending}:normal"),
+        (150, "p:queue:{email-sending}:normal"),
+        (151, "p:queue:{email-sending}:low"),
+        (1000, "p:queue:{email-sending}:low"),
     ],
 )
 def test_route_uses_the_seed_thresholds_and_the_queue_prefix(priority: int, key: str) -> None:
     assert Keys("p:").route("email-sending", priority) == key
 
 
-def test_fetch_order_is_every_high_list_then_normal_then_low() -> None:
-    keys = Keys("")
-    assert keys.fetch_order(["a", "b"]) == [
-        "queue:a:high",
-        "queue:b:high",
-        "queue:a",
-        "queue:b",
-        "queue:a:low",
-        "queue:b:low",
-    ]
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("X", "X:high"),
+        ("X", "X:low"),
+        ("X", "X:normal"),
+        ("a}", "a"),
+        ("{a}", "a"),
+        ("a%3A", "a:"),
+        ("x}:high", "x"),
+        ("é", "%C3%A9"),
+    ],
+)
+def test_no_queue_name_reaches_another_queues_keys(names: tuple[str, str]) -> None:
+    keys = Keys("p:")
+    a, b = names
+    mine = {*keys.queue_lists(a), keys.inflight(a), keys.wake_marker(a)}
+    theirs = {*keys.queue_lists(b), keys.inflight(b), keys.wake_marker(b)}
+    assert not mine & theirs
+
+
+def test_a_queue_keys_share_one_cluster_hash_tag() -> None:
+    keys = Keys("p:")
+    for name in ("webhook:process", "a{b}c", "日本"):
+        tags = {
+            k[k.index("{") + 1 : k.index("}")]
+            for k in (*keys.queue_lists(name), keys.inflight(name), keys.wake_marker(name))
+        }
+        assert len(tags) == 1
+        assert "{" not in tags.pop()
 
 
 def test_priority_level_boundaries() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.common import UNAVAILABLE_EXAMPLES, MessageOut, documented
@@ -45,11 +45,12 @@ async def health() -> HealthOut:
     "/ready",
     response_model=ReadyOut,
     summary="Readiness",
-    description="Checks PostgreSQL and Redis; 503 names the one that failed.",
-    response_description="PostgreSQL and Redis both answer.",
+    description="Checks PostgreSQL, Redis and the background services this process "
+    "embeds (worker, migrator, maintenance); 503 names the one that failed.",
+    response_description="PostgreSQL and Redis answer and every embedded service runs.",
     responses=READY_RESPONSES,
 )
-async def ready(rt: RuntimeDep) -> JSONResponse:
+async def ready(rt: RuntimeDep, request: Request) -> JSONResponse:
     async def check_postgres() -> None:
         await rt.pool.fetchval("SELECT 1", timeout=READY_TIMEOUT)
 
@@ -57,6 +58,10 @@ async def ready(rt: RuntimeDep) -> JSONResponse:
         await rt.redis.ping()
 
     checks: dict[str, str] = {}
+    # The embedded services (worker, migrator, maintenance): "ok", or why one is down.
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        checks.update(services.health())
     for name, check in (("postgres", check_postgres), ("redis", check_redis)):
         try:
             await asyncio.wait_for(check(), READY_TIMEOUT)

@@ -35,7 +35,8 @@ class ReadyOut(BaseModel):
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: documented(
         ReadyOut,
-        "PostgreSQL or Redis is unavailable; `checks` names which, and why.",
+        "PostgreSQL or Redis is unavailable, or an embedded service (worker, migrator, "
+        "maintenance) is down; `checks` names which, and why.",
         {
             "redis_down": (
                 "Redis refuses connections",
@@ -53,6 +54,19 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
                 {
                     "status": "unavailable",
                     "checks": {"postgres": "error: TimeoutError", "redis": "ok"},
+                },
+            ),
+            "worker_down": (
+                "The embedded worker crashed and waits to be restarted",
+                {
+                    "status": "unavailable",
+                    "checks": {
+                        "migrator": "ok",
+                        "maintenance": "ok",
+                        "worker": "error: WorkerCrashed: the heartbeat task ended unexpectedly",
+                        "postgres": "ok",
+                        "redis": "ok",
+                    },
                 },
             ),
         },
@@ -88,7 +102,10 @@ class QueueHealthOut(BaseModel):
                         "connected_clients": 7,
                         "error": None,
                     },
-                    "queues": {"queue:email-sending:high": 0, "queue:email-sending": 12},
+                    "queues": {
+                        "queue:{email-sending}:high": 0,
+                        "queue:{email-sending}:normal": 12,
+                    },
                     "workers": {"active_workers": 1, "worker_ids": ["host-1234-5f2a9c1b"]},
                     "jobs": {"queued": 12, "completed": 9000, "failed": 3},
                     "jobs_exact": True,
