@@ -33,7 +33,11 @@ from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
 from bench.producer import open_producer
 from bench.profile import py_spy_path
 from bench.report import Results, fmt, table
-from bench.scenarios import ALIASES, SCENARIOS, Ctx, Options
+from bench.scale import SCALE_SCENARIOS
+from bench.scenarios import ALIASES, Ctx, Options
+from bench.scenarios import SCENARIOS as BASE_SCENARIOS
+
+SCENARIOS = {**BASE_SCENARIOS, **SCALE_SCENARIOS}
 
 SERVICE_SETTINGS = (
     "worker_concurrency",
@@ -63,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--big-table-rows",
         type=int,
-        help="finished rows for big-table (default 5000000; --quick 200000)",
+        help="rows of the big-table and listings scenarios (default 10000000; --quick 200000)",
     )
     p.add_argument(
         "--latency-samples", type=int, help="samples per latency run (default 300; --quick 100)"
@@ -123,7 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.jobs = args.jobs or (2_000 if quick else 10_000)
     args.runs = args.runs or (1 if quick else 3)
     if args.big_table_rows is None:
-        args.big_table_rows = 200_000 if quick else 5_000_000
+        args.big_table_rows = 200_000 if quick else 10_000_000
     args.latency_samples = args.latency_samples or (100 if quick else 300)
     names: list[str] = []
     for raw in args.scenarios.split(","):
