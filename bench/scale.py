@@ -154,7 +154,9 @@ async def writes(ctx: Ctx) -> None:
     res.metric(
         "writes", "index entries per job, whole life", "entries", WRITES_TARGET, "<="
     ).values.append(total)
-    res.metric("writes", "net index growth per job (pgstattuple; after bottom-up deletion)", "entries").values.append(measured)
+    res.metric(
+        "writes", "net index growth per job (pgstattuple; after bottom-up deletion)", "entries"
+    ).values.append(measured)
 
 
 # --- listings on a month-like table ------------------------------------------------------
