@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install db run worker migrator test chaos bench lint format clean up down
+.PHONY: install db run worker migrator test chaos bench soak lint format clean up down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a
 
 bench: install  ## the benchmark on its own database and Redis prefix (BENCH_ARGS=--quick)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: install  ## steady load with retention and autovacuum, per-minute curve (DURATION=seconds, default 1200)
+	$(PY) -m bench.soak --duration $${DURATION:-1200} $(SOAK_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from app.db.pool import create_pool
 from app.settings import Settings
 from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
+from bench.history import add_ratios, append_history, flush_floor
 from bench.producer import open_producer
 from bench.profile import py_spy_path
 from bench.report import Results, fmt, table
@@ -247,6 +248,13 @@ def print_report(results: Results) -> None:
     print("  PostgreSQL " + ", ".join(f"{k}={v}" for k, v in pg.items()))
     print("  Redis " + ", ".join(f"{k}={v}" for k, v in rd.items()))
     print(f"  CPUs: {meta['cpu_count']}; Python {meta['python']}")
+    if meta.get("flush"):
+        f = meta["flush"]
+        print(
+            f"  flush floor: {f['commit_ms_median']:.3f} ms per durable commit (median of "
+            f"{f['commits']:.0f} single-row commits; p90 {f['commit_ms_p90']:.3f} ms): "
+            f"{1000 / f['commit_ms_median']:,.0f} commits/s"
+        )
     svc = ", ".join(f"{k}={v}" for k, v in meta["service_settings"].items())
     print(f"  service: {svc}")
     if meta["options"]["overrides"]:
@@ -268,6 +276,8 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
         async with pool.acquire() as conn:
             results.meta["servers"] = await server_settings(conn, redis)  # type: ignore[arg-type]
         results.meta["cpu_count"] = results.meta["servers"]["cpu_count"]
+        results.meta["flush"] = await flush_floor(env.dsn)
+        log(f"flush floor: {results.meta['flush']['commit_ms_median']:.3f} ms per durable commit")
         opts = Options(
             jobs=args.jobs,
             runs=args.runs,
@@ -359,7 +369,11 @@ def main(argv: list[str] | None = None) -> None:
             kept = out.with_suffix("").with_name(out.stem + "-logs")
             shutil.copytree(log_dir, kept, dirs_exist_ok=True)
         shutil.rmtree(log_dir, ignore_errors=True)
+        flush = results.meta.get("flush")
+        if flush:
+            add_ratios(results, flush["commit_ms_median"])
         results.write(out)
+        append_history(results, ROOT / "bench-results" / "history.jsonl")
         print_report(results)
         print(f"\nResults: {out}")
         if kept:
