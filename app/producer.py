@@ -30,6 +30,7 @@ import asyncpg
 from app.crypto import PayloadCipher
 from app.db.inserts import InsertStore, insert_jobs
 from app.db.pool import create_pool
+from app.direct_push import DirectPusher, insert_and_push
 from app.jobs.errors import InputErrors
 from app.jobs.model import BatchJob, InsertResult, JobToInsert
 from app.jobs.validation import prepare_jobs, raise_for_refused
@@ -147,8 +148,10 @@ class JobClient:
         idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
         cipher: PayloadCipher | None = None,
         owns_pool: bool = False,
+        pusher: DirectPusher | None = None,
     ) -> None:
         self._inserts = InsertStore(pool)
+        self._pusher = pusher
         self._max_payload_bytes = max_payload_bytes
         self._key_ttl = idempotency_key_ttl
         self._cipher = cipher
@@ -164,20 +167,44 @@ class JobClient:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
         cipher: PayloadCipher | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = "",
+        redis_queue_max_depth: int = 20_000,
+        job_hash_ttl: int = 86_400,
     ) -> JobClient:
-        """A client with a pool of its own on `dsn` (closed by `close()`)."""
+        """A client with a pool of its own on `dsn` (closed by `close()`).
+
+        With `redis_url` (and the service's REDIS_PREFIX, REDIS_QUEUE_MAX_DEPTH and
+        JOB_HASH_TTL), `enqueue` pushes a job that is due now to Redis itself when its
+        queue is idle (app.db.direct): it reaches a worker without waiting for the
+        migrator."""
         pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+        pusher = None
+        if redis_url is not None:
+            import redis.asyncio as aioredis
+
+            from app.keys import Keys
+
+            pusher = DirectPusher(
+                aioredis.Redis.from_url(redis_url),
+                Keys(redis_prefix),
+                max_depth=redis_queue_max_depth,
+                job_hash_ttl=job_hash_ttl,
+            )
         return cls(
             pool,
             max_payload_bytes=max_payload_bytes,
             idempotency_key_ttl=idempotency_key_ttl,
             cipher=cipher,
             owns_pool=True,
+            pusher=pusher,
         )
 
     async def close(self) -> None:
         if self._owns_pool:
             await self._inserts.pool.close()
+        if self._pusher is not None:
+            await self._pusher.redis.aclose()
 
     async def __aenter__(self) -> JobClient:
         return self
@@ -197,9 +224,13 @@ class JobClient:
     ) -> uuid.UUID:
         """Insert and commit one job; its id. Same key and same job within the key's
         TTL: the existing job's id; same key, another job: JobRejected (409)."""
-        (job_id,) = await self.enqueue_many(
-            [_item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)]
-        )
+        item = _item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)
+        if self._pusher is not None and idempotency_key is None:
+            validated, rows = _prepare([item], self._max_payload_bytes, self._cipher)
+            result = await insert_and_push(self._inserts.pool, self._pusher, rows[0])
+            (job_id,) = _ids_or_raise(validated, [result])
+            return job_id
+        (job_id,) = await self.enqueue_many([item])
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
@@ -223,7 +254,9 @@ def _item(
     if priority is not None:
         item["priority"] = priority
     if run_at is not None:
-        item["run_at"] = run_at
+        # As text: the model reads run_at as a client sends it (ISO 8601 with an offset;
+        # a datetime object was refused, and a naive one still is).
+        item["run_at"] = run_at.isoformat()
     item["max_attempts"] = max_attempts
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key

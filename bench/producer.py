@@ -50,8 +50,13 @@ def _item(job: NewJob) -> Mapping[str, Any]:
     }
 
 
-async def open_producer(dsn: str) -> Producer:
-    client = await JobClient.connect(dsn, min_size=1, max_size=4)
+async def open_producer(
+    dsn: str, *, redis_url: str | None = None, redis_prefix: str = ""
+) -> Producer:
+    """With `redis_url`, JobClient.enqueue takes the direct path (app.db.direct)."""
+    client = await JobClient.connect(
+        dsn, min_size=1, max_size=4, redis_url=redis_url, redis_prefix=redis_prefix
+    )
     engine = create_async_engine(Settings(database_url=dsn).sqlalchemy_url, pool_size=4)
 
     async def one(job: NewJob) -> object:
@@ -83,7 +88,8 @@ async def open_producer(dsn: str) -> Producer:
 
     return Producer(
         one=one,
-        one_label="app.producer.JobClient.enqueue, committed per job (one statement)",
+        one_label="app.producer.JobClient.enqueue, committed per job (one statement)"
+        + (", direct push to Redis when the queue is idle" if redis_url else ""),
         many=many,
         many_label="app.producer.JobClient.enqueue_many, one transaction per batch",
         tx_one=tx_one,

@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes in the drain")
     p.add_argument(
+        "--no-direct-push",
+        dest="direct_push",
+        action="store_false",
+        help="JobClient without Redis: every job goes through the migrator",
+    )
+    p.add_argument(
         "--py-spy",
         action="store_true",
         help="one extra, uncounted drain run sampled by py-spy; prints the top frames",
@@ -292,7 +298,11 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
             py_spy=args.py_spy,
         )
         ctx = Ctx(env=env, opts=opts, pool=pool, redis=redis, results=results, log_dir=log_dir)
-        ctx.producer = await open_producer(env.dsn)
+        ctx.producer = await open_producer(
+            env.dsn,
+            redis_url=env.redis_url if args.direct_push else None,
+            redis_prefix=env.prefix,
+        )
         results.meta["producer"] = {
             "one": ctx.producer.one_label,
             "many": ctx.producer.many_label,
@@ -342,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             "http_clients": args.http_clients,
             "http_client_kinds": args.http_client_kinds,
             "workers": args.workers,
+            "direct_push": args.direct_push,
             "quick": args.quick,
             "overrides": args.overrides,
         },

@@ -52,7 +52,22 @@ def _t(
 TRANSITIONS: Final = (
     _t(None, "queued", "producer", "inserts:INSERT_ONE_JOB", "a job is created (one)"),
     _t(None, "queued", "producer", "inserts:INSERT_JOBS", "jobs are created (a batch)"),
+    _t(None, "queued", "producer", "direct:INSERT_DUE_JOB", "a job is created (direct path)"),
+    _t(
+        None,
+        "migrated_to_redis",
+        "producer",
+        "direct:INSERT_DUE_JOB",
+        "due, its queue idle: the producer pushes it",
+    ),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),
+    _t(
+        "migrated_to_redis",
+        "queued",
+        "producer",
+        "direct:REQUEUE_UNPUSHED",
+        "its queue was full in Redis",
+    ),
     _t("migrated_to_redis", "running", "worker", "hot:CLAIM_JOBS", "popped and claimed"),
     _t("running", "completed", "worker", "hot:COMPLETE_JOBS", "the handler returned"),
     _t("running", "queued", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),

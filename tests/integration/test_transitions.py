@@ -27,7 +27,16 @@ from tests.support.factories import add_queue
 
 QUEUE = "t-transitions"
 WORKER = "w-1"
-DB_MODULES = ("hot", "recovery", "inserts", "actions", "listings", "queues", "retention")
+DB_MODULES = (
+    "hot",
+    "recovery",
+    "inserts",
+    "actions",
+    "listings",
+    "queues",
+    "retention",
+    "direct",
+)
 WRITES_JOBS = re.compile(r"\b(UPDATE jobs|INSERT INTO jobs|DELETE FROM jobs)\b")
 
 Jobs = dict[uuid.UUID, str]
@@ -153,6 +162,8 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
     "recovery:RESCUE_EXPIRED_LEASES": once(lambda j: (100, [1.0])),
     "recovery:REQUEUE_ALL_MIGRATED": once(lambda j: ()),
     "recovery:REQUEUE_MIGRATED": None,  # type: ignore[dict-item]  # needs updated_at: below
+    "direct:REQUEUE_UNPUSHED": None,  # type: ignore[dict-item]  # needs updated_at: below
+    "direct:INSERT_DUE_JOB": None,  # type: ignore[dict-item]  # two queues: below
     "actions:REPLAY_JOB": each(lambda i: (i, "why", "key:t")),
     "actions:REPLAY_DEAD_LETTERS": once(
         lambda j: (QUEUE, "why", "key:t", None, datetime.now(UTC), 100)
@@ -170,6 +181,28 @@ async def requeue_migrated(conn: Connection, jobs: Jobs) -> None:
     )
 
 
+async def requeue_unpushed(conn: Connection, jobs: Jobs) -> None:
+    for r in await conn.fetch("SELECT id, updated_at FROM jobs"):
+        await conn.fetch(sql("direct:REQUEUE_UNPUSHED"), r["id"], r["updated_at"])
+
+
+IDLE_QUEUE = "t-transitions-idle"
+
+
+async def insert_due(conn: Connection, jobs: Jobs) -> None:
+    """Into the queue whose due jobs wait (queued), and into an idle queue (migrated)."""
+    await conn.execute("INSERT INTO job_queues (name) VALUES ($1)", IDLE_QUEUE)
+    for queue in (QUEUE, IDLE_QUEUE):
+        await conn.fetch(sql("direct:INSERT_DUE_JOB"), uuid.uuid4(), queue, "{}", None, None, 3)
+
+
+SPECIAL_RUNNERS: dict[str, Runner] = {
+    "recovery:REQUEUE_MIGRATED": requeue_migrated,
+    "direct:REQUEUE_UNPUSHED": requeue_unpushed,
+    "direct:INSERT_DUE_JOB": insert_due,
+}
+
+
 @pytest.mark.parametrize("statement", sorted(statements_writing_jobs()))
 async def test_a_statement_makes_exactly_the_changes_the_table_lists(
     runtime: Runtime, statement: str
@@ -178,7 +211,7 @@ async def test_a_statement_makes_exactly_the_changes_the_table_lists(
     async with runtime.pool.acquire() as conn:
         jobs = await setup_jobs(conn)
         factory = RUNNERS[statement]
-        run = requeue_migrated if factory is None else factory(statement)
+        run = SPECIAL_RUNNERS[statement] if factory is None else factory(statement)
         await run(conn, jobs)
         after = {r["id"]: r["status"] for r in await conn.fetch("SELECT id, status FROM jobs")}
     seen: set[tuple[str | None, str | None]] = {
