@@ -170,12 +170,11 @@ class JobClient:
         redis_url: str | None = None,
         redis_prefix: str = "",
         redis_queue_max_depth: int = 20_000,
-        job_hash_ttl: int = 86_400,
     ) -> JobClient:
         """A client with a pool of its own on `dsn` (closed by `close()`).
 
-        With `redis_url` (and the service's REDIS_PREFIX, REDIS_QUEUE_MAX_DEPTH and
-        JOB_HASH_TTL), `enqueue` pushes a job that is due now to Redis itself when its
+        With `redis_url` (and the service's REDIS_PREFIX and REDIS_QUEUE_MAX_DEPTH),
+        `enqueue` pushes a job that is due now to Redis itself when its
         queue is idle (app.db.direct): it reaches a worker without waiting for the
         migrator."""
         pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
@@ -189,7 +188,6 @@ class JobClient:
                 aioredis.Redis.from_url(redis_url),
                 Keys(redis_prefix),
                 max_depth=redis_queue_max_depth,
-                job_hash_ttl=job_hash_ttl,
             )
         return cls(
             pool,

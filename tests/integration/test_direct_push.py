@@ -51,6 +51,10 @@ async def test_a_due_job_of_an_idle_queue_is_pushed_by_its_producer(
     urgent = await client.enqueue(QUEUE, {"n": 1}, priority=10)
     assert await job_status(rt, urgent) == "migrated_to_redis"
     assert await list_ids(rt, rt.keys.route(QUEUE, 10)) == [urgent]
+    state = await rt.redis.hgetall(rt.keys.job(str(urgent)))
+    assert state[b"status"] == b"migrated_to_redis"
+    assert await rt.redis.ttl(rt.keys.job(str(urgent))) > 0
+    assert await rt.redis.hget(rt.keys.metric_counter("migrated"), QUEUE) == b"1"
     # The worker takes it without any migrator pass.
     await rt.worker(burst=True).run()
     assert ran == [urgent]
