@@ -95,10 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=2, help="worker processes in the drain")
     p.add_argument(
-        "--no-direct-push",
-        dest="direct_push",
-        action="store_false",
-        help="JobClient without Redis: every job goes through the migrator",
+        "--direct-push",
+        action="store_true",
+        help="JobClient with Redis: a due job of an idle queue is pushed by its producer "
+        "(app.db.direct); default off, as JobClient's own default",
     )
     p.add_argument(
         "--py-spy",

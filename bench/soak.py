@@ -34,17 +34,19 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import redis.asyncio as aioredis
 
 from app.producer import JobClient
-from bench.env import BenchEnv, Service, start_service, stop_all
+from bench.env import ROOT, BenchEnv, Service, start_service, stop_all
 from bench.report import percentile
+from bench.run import git_revision
 from bench.soak_handlers import QUEUE
 
 BATCHES_PER_SECOND = 10
@@ -226,6 +228,27 @@ def verdicts(minutes: list[Minute], window: int, size_window: int) -> list[str]:
     return out
 
 
+def append_soak_history(args: argparse.Namespace, soak: Soak, results: list[str]) -> None:
+    """The curve and the verdicts, one line in bench-results/history.jsonl."""
+    line = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_revision(),
+        "soak": {
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "retention_s": args.retention,
+            "sample_s": args.sample,
+            "minutes": [asdict(m) for m in soak.minutes],
+            "verdicts": results,
+        },
+    }
+    path = ROOT / "bench-results" / "history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:
+        f.write(orjson.dumps(line) + b"\n")
+
+
 async def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="hq-soak-"))
     env = BenchEnv(admin_dsn=args.admin_url, redis_url=args.redis_url, workdir=log_dir)
@@ -293,8 +316,10 @@ async def run(args: argparse.Namespace) -> int:
         window = max(1, min(5, len(soak.minutes) // 4))
         size_window = max(2, min(10, len(soak.minutes) // 2))
         print()
-        for v in verdicts(soak.minutes, window, size_window):
+        results = verdicts(soak.minutes, window, size_window)
+        for v in results:
             print(v)
+        append_soak_history(args, soak, results)
     except Exception as exc:
         print(f"soak stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
         for s in services:
