@@ -296,14 +296,26 @@ async def run(args: argparse.Namespace) -> int:
     vacuum_conn = await asyncpg.connect(env.dsn)
     if server_autovacuum != "on":
         tasks.append(asyncio.create_task(autovacuum(soak, vacuum_conn)))
+    # SIGTERM or SIGINT (also under nohup, which ignores SIGINT) ends the run early:
+    # the verdicts of the minutes so far, then the clean-up.
+    finish = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, finish.set)
     code = 0
     try:
         t0 = time.monotonic()
         minute = 0
         interval = args.sample
-        while time.monotonic() - t0 < args.duration:
+        while time.monotonic() - t0 < args.duration and not finish.is_set():
             before = soak.enqueued
-            await asyncio.sleep(max(0.0, t0 + (minute + 1) * interval - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    finish.wait(), max(0.0, t0 + (minute + 1) * interval - time.monotonic())
+                )
+            if finish.is_set():
+                print("stopped by a signal", flush=True)
+                break
             for s in services:
                 s.check_alive()
             for t in tasks:
@@ -313,6 +325,8 @@ async def run(args: argparse.Namespace) -> int:
             m = await sample(soak, minute, before)
             soak.minutes.append(m)
             print(line(m, interval), flush=True)
+        if not soak.minutes:
+            raise RuntimeError("stopped before the first sample")
         window = max(1, min(5, len(soak.minutes) // 4))
         size_window = max(2, min(10, len(soak.minutes) // 2))
         print()
