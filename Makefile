@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # pip: requirements/dev.txt here and in CI, requirements/runtime.txt in the Docker image.
 LOCKS := uv.lock requirements/runtime.txt requirements/dev.txt
 
-.PHONY: install lock chromium db run worker migrator test chaos bench bench-dashboard lint format clean up down
+.PHONY: install lock chromium db run worker migrator test chaos bench bench-dashboard soak lint format clean up down
 
 # Exactly the locked versions (hashes checked), then the project itself without deps.
 $(STAMP): pyproject.toml $(LOCKS)
@@ -72,6 +72,9 @@ bench: install  ## the benchmark on its own database and Redis prefix (BENCH_ARG
 
 bench-dashboard: install  ## server time of every dashboard page with 1,000,000 jobs (BENCH_ARGS=--rows N)
 	$(PY) -m bench.dashboard $(BENCH_ARGS)
+
+soak: install  ## steady load with retention and autovacuum, per-minute curve (DURATION=seconds, default 1200)
+	$(PY) -m bench.soak --duration $${DURATION:-1200} $(SOAK_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -197,9 +197,8 @@ class JobClient:
     ) -> uuid.UUID:
         """Insert and commit one job; its id. Same key and same job within the key's
         TTL: the existing job's id; same key, another job: JobRejected (409)."""
-        (job_id,) = await self.enqueue_many(
-            [_item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)]
-        )
+        item = _item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)
+        (job_id,) = await self.enqueue_many([item])
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
@@ -223,7 +222,9 @@ def _item(
     if priority is not None:
         item["priority"] = priority
     if run_at is not None:
-        item["run_at"] = run_at
+        # As text: the model reads run_at as a client sends it (ISO 8601 with an offset;
+        # a datetime object was refused, and a naive one still is).
+        item["run_at"] = run_at.isoformat()
     item["max_attempts"] = max_attempts
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key

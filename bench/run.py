@@ -31,10 +31,15 @@ from app.db.pool import create_pool
 from app.settings import Settings
 from bench.costs import costs
 from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
+from bench.history import add_ratios, append_history, flush_floor
 from bench.producer import open_producer
 from bench.profile import py_spy_path
 from bench.report import Results, fmt, table
-from bench.scenarios import ALIASES, SCENARIOS, Ctx, Options
+from bench.scale import SCALE_SCENARIOS
+from bench.scenarios import ALIASES, Ctx, Options
+from bench.scenarios import SCENARIOS as BASE_SCENARIOS
+
+SCENARIOS = {**BASE_SCENARIOS, **SCALE_SCENARIOS}
 
 # Measured only when asked for (--scenarios costs): per-job costs for the README.
 ON_REQUEST = {"costs": costs}
@@ -69,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--big-table-rows",
         type=int,
-        help="finished rows for big-table (default 5000000; --quick 200000)",
+        help="rows of the big-table and listings scenarios (default 10000000; --quick 200000)",
     )
     p.add_argument(
         "--latency-samples", type=int, help="samples per latency run (default 300; --quick 100)"
@@ -129,7 +134,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.jobs = args.jobs or (2_000 if quick else 10_000)
     args.runs = args.runs or (1 if quick else 3)
     if args.big_table_rows is None:
-        args.big_table_rows = 200_000 if quick else 5_000_000
+        args.big_table_rows = 200_000 if quick else 10_000_000
     args.latency_samples = args.latency_samples or (100 if quick else 300)
     names: list[str] = []
     for raw in args.scenarios.split(","):
@@ -249,6 +254,13 @@ def print_report(results: Results) -> None:
     print("  PostgreSQL " + ", ".join(f"{k}={v}" for k, v in pg.items()))
     print("  Redis " + ", ".join(f"{k}={v}" for k, v in rd.items()))
     print(f"  CPUs: {meta['cpu_count']}; Python {meta['python']}")
+    if meta.get("flush"):
+        f = meta["flush"]
+        print(
+            f"  flush floor: {f['commit_ms_median']:.3f} ms per durable commit (median of "
+            f"{f['commits']:.0f} single-row commits; p90 {f['commit_ms_p90']:.3f} ms): "
+            f"{1000 / f['commit_ms_median']:,.0f} commits/s"
+        )
     svc = ", ".join(f"{k}={v}" for k, v in meta["service_settings"].items())
     print(f"  service: {svc}")
     if meta["options"]["overrides"]:
@@ -270,6 +282,8 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
         async with pool.acquire() as conn:
             results.meta["servers"] = await server_settings(conn, redis)  # type: ignore[arg-type]
         results.meta["cpu_count"] = results.meta["servers"]["cpu_count"]
+        results.meta["flush"] = await flush_floor(env.dsn)
+        log(f"flush floor: {results.meta['flush']['commit_ms_median']:.3f} ms per durable commit")
         opts = Options(
             jobs=args.jobs,
             runs=args.runs,
@@ -361,7 +375,11 @@ def main(argv: list[str] | None = None) -> None:
             kept = out.with_suffix("").with_name(out.stem + "-logs")
             shutil.copytree(log_dir, kept, dirs_exist_ok=True)
         shutil.rmtree(log_dir, ignore_errors=True)
+        flush = results.meta.get("flush")
+        if flush:
+            add_ratios(results, flush["commit_ms_median"])
         results.write(out)
+        append_history(results, ROOT / "bench-results" / "history.jsonl")
         print_report(results)
         print(f"\nResults: {out}")
         if kept:

@@ -50,16 +50,18 @@ from bench.producer import EnqueueMany, EnqueueOne, Producer
 from bench.profile import PySpy, summarize
 from bench.report import Metric, Results, percentile
 
-# Targets of the issue.
-DRAIN_TARGET = 5_000.0
-ENQUEUE_ONE_TARGET = 3_000.0
-ENQUEUE_BULK_TARGET = 25_000.0
-HTTP_TARGET = 2_000.0
-LATENCY_P50_TARGET = 2.5
-LATENCY_P99_TARGET = 8.0
+# Speed has no absolute target: absolute figures do not carry between machines (disks
+# of the same kind differ several times in flush time). bench/history.py judges them as
+# ratios to this machine's flush floor; peers-bench judges them against the peers.
+DRAIN_TARGET: float | None = None
+ENQUEUE_ONE_TARGET: float | None = None
+ENQUEUE_BULK_TARGET: float | None = None
+HTTP_TARGET: float | None = None
+LATENCY_P50_TARGET: float | None = None
+LATENCY_P99_TARGET: float | None = None
 BIG_TABLE_SLOWDOWN = 1.2  # query time at most 20% above the empty table's
 BIG_TABLE_DRAIN_RATIO = 0.8  # drain rate at least 80% of the empty table's
-RSS_TARGET = 60.0
+RSS_TARGET = 35.0  # MiB: memory does not depend on the disk; the issue's bound
 QUIET_LOAD = 10.0  # % of the machine other processes may use when a timed section starts
 NEXT_DUE_REPS = 201  # EXPLAIN samples of SECONDS_UNTIL_NEXT_DUE (a ~20 µs query)
 
@@ -177,7 +179,7 @@ async def enqueue_bulk(ctx: Ctx) -> None:
 async def _enqueue_paths(
     ctx: Ctx,
     scenario: str,
-    target: float,
+    target: float | None,
     paths: list[Callable[[list[NewJob]], Calls]],
     *,
     warm: int,

@@ -15,7 +15,7 @@ from typing import Final
 
 import asyncpg
 
-from app.db.listings import ESTIMATE_JOBS_BY_STATUS
+from app.db.counts import ESTIMATE_JOBS_BY_STATUS
 
 # A queue's backlog is counted exactly up to this many jobs; above it, "10,000+".
 QUEUED_CAP: Final = 10_000
@@ -38,8 +38,8 @@ SELECT q.name AS queue_name,
 FROM unnest($1::text[]) AS q(name)
 """
 
-# Jobs of one status by queue, reading at most $2 rows of idx_jobs_status_timestamps
-# (status, updated_at, queue_name), index only; $2 rows in all means the cap was hit.
+# Jobs of one status by queue, reading at most $2 rows (an index of the status where
+# there is one, else the table: the LIMIT bounds it); $2 rows in all means the cap was hit.
 STATUS_BY_QUEUE = """
 SELECT queue_name, count(*) AS n
 FROM (SELECT queue_name FROM jobs WHERE status = $1 LIMIT $2) s

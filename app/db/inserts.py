@@ -8,12 +8,12 @@ every door runs the same statements inside its caller's transaction.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
+from uuid_utils.compat import uuid7
 
 from app.db.rows import NewJob
 from app.jobs.model import CreatedJob, InsertResult, JobToInsert
@@ -72,7 +72,8 @@ async def insert_jobs(
     Same key, another request: `key_conflict`. The caller rolls back unless every result
     is acceptable to it.
     """
-    ids = [uuid.uuid4() for _ in jobs]
+    # UUIDv7: time-ordered, so the primary key serves listings newest first.
+    ids = [uuid7() for _ in jobs]
     results: list[InsertResult | None] = [None] * len(jobs)
     first_with_key: dict[str, int] = {}
     to_insert: list[int] = []

@@ -12,8 +12,10 @@ from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     Date,
     DateTime,
     ForeignKey,
@@ -22,13 +24,14 @@ from sqlalchemy import (
     Interval,
     MetaData,
     String,
+    Table,
     Text,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.jobs.transitions import JOB_STATUSES
+from app.jobs.transitions import JOB_STATUSES, TERMINAL_STATUSES
 
 # The seed's queues, created by the first migration.
 SEED_QUEUES: Final = (
@@ -50,6 +53,9 @@ NAMING = {
 }
 
 TZ = DateTime(timezone=True)
+
+# The terminal statuses as an SQL list, for partial index predicates.
+TERMINAL_SQL: Final = "(" + ", ".join(f"'{s}'" for s in TERMINAL_STATUSES) + ")"
 
 
 def _status_check(column: str, statuses: tuple[str, ...]) -> str:
@@ -102,7 +108,18 @@ class Job(Base):
             "created_at",
             postgresql_where=text("status = 'queued'"),
         ),
-        Index("idx_jobs_status_timestamps", "status", "updated_at", "queue_name"),
+        # Recovery of popped-but-unclaimed jobs: migrated jobs by the time they moved.
+        Index(
+            "idx_jobs_migrated",
+            "updated_at",
+            postgresql_where=text("status = 'migrated_to_redis'"),
+        ),
+        # Retention: terminal jobs by the time they became terminal.
+        Index(
+            "idx_jobs_finished",
+            "updated_at",
+            postgresql_where=text(f"status IN {TERMINAL_SQL}"),
+        ),
         # Lease rescue: running jobs by lease expiry.
         Index(
             "idx_jobs_running_lease",
@@ -123,7 +140,6 @@ class Job(Base):
             "id",
             postgresql_where=text("status = 'failed'"),
         ),
-        # Job listing (GET /jobs), newest first, with or without a queue.
         # Cancels asked and not yet carried out (maintenance's abandoned-cancel pass).
         Index(
             "idx_jobs_cancel_pending",
@@ -133,12 +149,25 @@ class Job(Base):
                 "AND status IN ('queued', 'migrated_to_redis', 'running')"
             ),
         ),
-        Index("idx_jobs_created", "created_at", "id"),
-        Index("idx_jobs_queue_created", "queue_name", "created_at", "id"),
+        # Job listings (GET /jobs), newest first: the primary key (UUIDv7 ids are
+        # time-ordered); per queue, jobs at rest (queued or terminal) here and the few in
+        # flight from their own indexes; rarer terminal statuses by themselves.
+        Index(
+            "idx_jobs_at_rest_by_queue",
+            "queue_name",
+            "id",
+            postgresql_where=text("status NOT IN ('migrated_to_redis', 'running')"),
+        ),
+        Index(
+            "idx_jobs_rare_terminal",
+            "status",
+            "id",
+            postgresql_where=text("status IN ('failed', 'cancelled', 'discarded')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+        UUID(as_uuid=True), primary_key=True, server_default=text("hybridq_uuidv7()")
     )
     queue_name: Mapped[str] = mapped_column(
         String(100),
@@ -173,6 +202,28 @@ class Job(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class JobCount(Base):
+    """Jobs by queue and terminal status, as of the last fold of job_count_changes
+    (app.db.counts); the triggers of migration 0005 keep both."""
+
+    __tablename__ = "job_counts"
+
+    queue_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[str] = mapped_column(String(50), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+# Changes of the counts not folded yet: append-only, so no primary key (and no index
+# entry per finished job).
+job_count_changes = Table(
+    "job_count_changes",
+    Base.metadata,
+    Column("queue_name", String(100), nullable=False),
+    Column("status", String(50), nullable=False),
+    Column("n", BigInteger, nullable=False),
+)
 
 
 class JobLog(Base):

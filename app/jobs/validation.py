@@ -5,8 +5,10 @@ to the rows to insert."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any, TypeVar
 
@@ -30,6 +32,17 @@ def validate_job(
 ) -> M:
     """The job request as a model, or InputErrors naming every bad field under `loc`
     (422; 413 when the only problem is a payload over `max_payload_bytes`)."""
+    return _validate(data, max_payload_bytes=max_payload_bytes, model=model, loc=loc)[0]
+
+
+def _validate(
+    data: Mapping[str, Any] | JobCreate,
+    *,
+    max_payload_bytes: int,
+    model: type[M],
+    loc: Sequence[str | int],
+) -> tuple[M, str]:
+    """validate_job, and the payload as JSON text (measured, so made anyway)."""
     if isinstance(data, model):
         job = data
     else:
@@ -77,7 +90,7 @@ def validate_job(
                 )
             ],
         )
-    return job
+    return job, text
 
 
 def _has_nul(value: object) -> bool:
@@ -130,13 +143,19 @@ def seal(
 
 
 def to_insert(
-    job: JobCreate, idempotency_key: str | None, sealed_payload: dict[str, Any]
+    job: JobCreate,
+    idempotency_key: str | None,
+    sealed_payload: dict[str, Any],
+    payload_text: str | None = None,
 ) -> JobToInsert:
     """The row to insert; the request hash is of the request as sent (encryption makes
-    a new token every time), the stored payload is the sealed one."""
+    a new token every time), the stored payload is the sealed one. `payload_text` is
+    the JSON of `job.payload`, reused when sealing left the payload as it was."""
+    if payload_text is None or sealed_payload is not job.payload:
+        payload_text = orjson.dumps(sealed_payload).decode()
     return JobToInsert(
         queue_name=job.queue_name,
-        payload_json=orjson.dumps(sealed_payload).decode(),
+        payload_json=payload_text,
         priority=job.priority,
         run_at=job.run_at,
         max_attempts=job.max_attempts,
@@ -159,31 +178,50 @@ def prepare_jobs(
     sensitive fields: the models and the rows to insert, or InputErrors naming every bad
     job by index under `loc` (413 when the only problems are payloads over the limit).
     `keys` are the jobs' idempotency keys (default: each model's `idempotency_key`)."""
-    validated: list[M] = []
-    errors: list[dict[str, Any]] = []
-    too_large_only = True
-    for index, item in enumerate(jobs):
-        try:
-            validated.append(
-                validate_job(
+    with _collector_paused():
+        validated: list[M] = []
+        texts: list[str] = []
+        errors: list[dict[str, Any]] = []
+        too_large_only = True
+        for index, item in enumerate(jobs):
+            try:
+                job, text = _validate(
                     item, max_payload_bytes=max_payload_bytes, model=model, loc=(*loc, index)
                 )
-            )
-        except InputErrors as exc:
-            errors.extend(exc.errors)
-            too_large_only &= exc.status_code == 413
-    if errors:
-        raise InputErrors(413 if too_large_only else 422, errors)
-    rows = []
-    for index, job in enumerate(validated):
-        key = keys[index] if keys is not None else getattr(job, "idempotency_key", None)
-        try:
-            rows.append(to_insert(job, key, seal(job, registry, cipher, (*loc, index))))
-        except InputErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise InputErrors(422, errors)
-    return validated, rows
+            except InputErrors as exc:
+                errors.extend(exc.errors)
+                too_large_only &= exc.status_code == 413
+                continue
+            validated.append(job)
+            texts.append(text)
+        if errors:
+            raise InputErrors(413 if too_large_only else 422, errors)
+        rows = []
+        for index, job in enumerate(validated):
+            key = keys[index] if keys is not None else getattr(job, "idempotency_key", None)
+            try:
+                sealed = seal(job, registry, cipher, (*loc, index))
+                rows.append(to_insert(job, key, sealed, texts[index]))
+            except InputErrors as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise InputErrors(422, errors)
+        return validated, rows
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is prepared: every object it makes
+    stays alive until the insert, so each collection (some 70 of them over 10,000 jobs,
+    ever longer as the batch grows) found nothing to free and took half of the time."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def raise_for_refused(

@@ -56,6 +56,7 @@ class Retention:
                 deleted += n
                 if n < batch:
                     break
+        await self.store.fold_job_counts()
         try:
             await self.redis.zremrangebyscore(
                 self.keys.workers_index(), "-inf", time.time() - STALE_WORKER_AGE

@@ -78,4 +78,4 @@ async def test_the_retention_delete_can_use_an_index(runtime: Runtime) -> None:
                 1000,
             )
         )
-    assert "idx_jobs_status_timestamps" in plan, plan
+    assert "idx_jobs_finished" in plan, plan
