@@ -82,7 +82,7 @@ class JobStateCache:
     def failed_attempt(
         self, pipe: Batch, job_id: uuid.UUID, status: str, error: str, attempt: int
     ) -> None:
-        """After a failed attempt: `queued` (a retry waits for run_at) or `failed`."""
+        """After a failed attempt: `scheduled` (a retry waits for run_at) or `failed`."""
         self._write(
             pipe,
             job_id,

@@ -39,6 +39,7 @@ class NewJob:
     priority: int | None = None
     run_at: datetime | None = None
     max_attempts: int = 3
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,10 @@ class QueueRow:
     default_priority: int
     is_active: bool
     created: datetime
+    rate_limit: int | None = None
+    rate_period: float = 1.0
+    max_running: int | None = None
+    max_running_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,11 @@ JOB_STATUSES: Final[tuple[JobStatus, ...]] = (
     "failed",
     "cancelled",
     "discarded",
+    "scheduled",
 )
+# `scheduled` is a job not yet due (run_at in the future): a trigger on `jobs`
+# (migration 0005) turns a row written as `queued` with a future run_at into `scheduled`,
+# whichever statement writes it, so `queued` always means due. The migrator promotes it.
 # `failed` is the dead-letter state; an operator may replay it (-> queued) or discard it
 # (-> `discarded`, kept for the record until retention deletes it).
 TERMINAL_STATUSES: Final[tuple[JobStatus, ...]] = ("completed", "failed", "cancelled", "discarded")
@@ -52,13 +56,30 @@ def _t(
 TRANSITIONS: Final = (
     _t(None, "queued", "producer", "inserts:INSERT_ONE_JOB", "a job is created (one)"),
     _t(None, "queued", "producer", "inserts:INSERT_JOBS", "jobs are created (a batch)"),
+    _t(None, "scheduled", "producer", "inserts:INSERT_ONE_JOB", "created, run_at in the future"),
+    _t(None, "scheduled", "producer", "inserts:INSERT_JOBS", "created, run_at in the future"),
+    _t("scheduled", "queued", "migrator", "hot:PROMOTE_DUE_JOBS", "its run_at has come"),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),
+    _t(
+        "queued",
+        "migrated_to_redis",
+        "migrator",
+        "limits:MOVE_LIMITED_JOBS",
+        "due, within the queue's limits",
+    ),
+    _t(
+        "queued",
+        "migrated_to_redis",
+        "migrator",
+        "limits:MOVE_KEYED_JOBS",
+        "due, within the limits and its key's",
+    ),
     _t("migrated_to_redis", "running", "worker", "hot:CLAIM_JOBS", "popped and claimed"),
     _t("running", "completed", "worker", "hot:COMPLETE_JOBS", "the handler returned"),
-    _t("running", "queued", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),
+    _t("running", "scheduled", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),
     _t("running", "failed", "worker", "hot:FAIL_JOBS", "attempt failed, none left"),
     _t("running", "queued", "worker", "hot:RELEASE_JOBS", "handed back on shutdown"),
-    _t("running", "queued", "maintenance", "recovery:RESCUE_EXPIRED_LEASES", "lease expired"),
+    _t("running", "scheduled", "maintenance", "recovery:RESCUE_EXPIRED_LEASES", "lease expired"),
     _t(
         "running",
         "failed",
@@ -85,6 +106,7 @@ TRANSITIONS: Final = (
     _t("failed", "discarded", "operator", "actions:DISCARD_JOB", "discard of a dead letter"),
     _t("queued", "cancelled", "operator", "actions:CANCEL_JOB", "cancel before it is moved"),
     _t("migrated_to_redis", "cancelled", "operator", "actions:CANCEL_JOB", "cancel before a claim"),
+    _t("scheduled", "cancelled", "operator", "actions:CANCEL_JOB", "cancel before it is due"),
     _t("completed", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_COMPLETED"),
     _t("cancelled", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_COMPLETED"),
     _t("failed", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_FAILED"),

@@ -109,7 +109,7 @@ class OutcomeRecorder:
                             pipe, outcome.job_id, status, outcome.error, outcome.attempt
                         )
                         self.metrics.count(pipe, "failed", outcome.queue_name)
-                        kind = "retried" if status == "queued" else "dead_lettered"
+                        kind = "dead_lettered" if status == "failed" else "retried"
                         self._count_outcome(pipe, outcome, kind)
         except Exception:
             # The hash is only a cache of PostgreSQL's state: never fail a job over it.

@@ -60,7 +60,7 @@ async def test_an_expired_lease_fails_the_attempt_and_the_job_runs_again(
 
     assert rescued == 1
     row = await job_row(rt, job_id)
-    assert row["status"] == "queued"
+    assert row["status"] == "scheduled"  # retried after its backoff
     assert row["last_error_message"] == "lease expired: worker dead-worker stopped responding"
     log = await rt.pool.fetchrow("SELECT * FROM job_logs WHERE job_id = $1", job_id)
     assert log is not None
