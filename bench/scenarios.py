@@ -775,7 +775,7 @@ async def _explain_worker_statements(
     try:
         moved: list[uuid.UUID] = []
         while True:
-            rows = await conn.fetch(sql.MOVE_DUE_JOBS, batch, [])
+            rows = await conn.fetch(sql.MOVE_DUE_JOBS, [QUEUE], batch)
             moved += [r["id"] for r in rows]
             if len(rows) < batch:
                 break
@@ -803,17 +803,17 @@ async def _explain_worker_statements(
 async def measure_hot_queries(ctx: Ctx, label: str) -> dict[str, float]:
     """EXPLAIN ANALYZE (rolled back) of the hot queries; the plans go in the details."""
     async with ctx.conn() as conn:
-        # No queue is full in Redis here: nothing is excluded.
-        queues: list[str] = []
+        # The bench queue is the one active queue with jobs.
+        queues = [QUEUE]
         batch = int(ctx.env.overrides.get("MIGRATOR_BATCH_SIZE", "500"))
         reps = ctx.opts.query_reps
         move_ms, move_plan, due_ms = await _explain_ms(
-            conn, sql.MOVE_DUE_JOBS, [batch, queues], reps, subplan="CTE due"
+            conn, sql.MOVE_DUE_JOBS, [queues, batch], reps, subplan="CTE due"
         )
         # ~20 µs: at that scale one EXPLAIN's timing wobbles by a quarter from run to run
         # (same plan, same 5 buffers); many more samples for a stable median.
         next_ms, next_plan, _ = await _explain_ms(
-            conn, sql.SECONDS_UNTIL_NEXT_DUE, [queues], max(reps, NEXT_DUE_REPS)
+            conn, sql.SECONDS_UNTIL_NEXT_DUE, [], max(reps, NEXT_DUE_REPS)
         )
         plans = {"MOVE_DUE_JOBS": move_plan, "SECONDS_UNTIL_NEXT_DUE": next_plan}
         plans.update(await _explain_worker_statements(conn, batch, queues))

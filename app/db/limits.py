@@ -24,6 +24,9 @@ from app.db.hot import moved_job
 from app.db.pool import Connection
 from app.db.rows import MovedJob
 
+# Seconds a start is counted beyond rate_period (see QUEUE_USAGE).
+START_MARGIN = 0.05
+
 # Active queues (paused ones are never read) with their limits.
 ACTIVE_QUEUE_LIMITS = """
 SELECT name, rate_limit, rate_period, max_running, max_running_per_key
@@ -40,7 +43,9 @@ FOR NO KEY UPDATE
 # A limited queue's use of its limits, from its `limited` jobs (partial indexes, bounded
 # by the limits themselves): jobs in flight, of which moved but not started, starts in
 # the last $2 seconds, seconds until the oldest of those leaves the window, and whether
-# any job is queued (one probe of idx_jobs_queue_due).
+# any job is queued (one probe of idx_jobs_queue_due). The caller's window $2 is the
+# period plus START_MARGIN: started_at is the claim's time, and the handler starts a
+# little later; the margin absorbs that delay.
 QUEUE_USAGE = """
 SELECT
     EXISTS (SELECT 1 FROM jobs WHERE queue_name = $1 AND status = 'queued') AS backlog,
@@ -177,7 +182,8 @@ class LimitStore:
 
     @staticmethod
     async def usage(conn: Connection, limits: QueueLimits) -> QueueUsage:
-        row = await conn.fetchrow(QUEUE_USAGE, limits.name, limits.rate_period)
+        window = limits.rate_period + START_MARGIN
+        row = await conn.fetchrow(QUEUE_USAGE, limits.name, window)
         assert row is not None
         frees_in = row["frees_in"]
         return QueueUsage(

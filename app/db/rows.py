@@ -28,6 +28,7 @@ class JobRow:
     lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,11 @@ DEPTH_RECHECK = 1.0
 # it moved something, then 1.5 times later each pass nothing freed up, up to the max.
 LIMIT_RECHECK_MIN = 0.01
 LIMIT_RECHECK_MAX = 0.25
+# A rate-limited queue is moved at the limit's pace, in steps about RATE_TICK apart: it
+# earns rate_limit / rate_period jobs a second of credit, at most RATE_BURST seconds' worth
+# (and at least one job).
+RATE_TICK = 0.05
+RATE_BURST = 0.25
 # Seconds to wait for the LISTEN connection to close politely before dropping it.
 LISTENER_CLOSE_TIMEOUT = 2.0
 
@@ -92,6 +97,9 @@ class Migrator:
         self._depth: dict[str, int] = {}
         self._depth_checked_at = -math.inf
         self._limit_recheck = LIMIT_RECHECK_MIN
+        # Pace of rate-limited queues: credit in jobs, and when it was last earned.
+        self._credit: dict[str, float] = {}
+        self._paced_at: dict[str, float] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -179,22 +187,50 @@ class Migrator:
             if not usage.backlog:
                 return 0, None
             allowed = budget(limits, usage, batch)
-            jobs = await self.limits.move(conn, limits, allowed) if allowed else []
+            paced = allowed
+            if limits.rate_limit is not None:
+                # Spread the starts over the period rather than in one burst: a burst
+                # turns every delay between a worker's claim and its handler's start
+                # into starts beyond the limit in some window.
+                paced = min(allowed, self._pace(queue, limits.rate_limit, limits.rate_period))
+                # No credit builds up while the window is what holds the queue back.
+                self._credit[queue] = min(self._credit[queue], float(allowed))
+            jobs = await self.limits.move(conn, limits, paced) if paced else []
             if jobs:
                 await self._push(jobs)
+            if limits.rate_limit is not None:
+                self._credit[queue] -= len(jobs)
             if len(jobs) >= batch:
                 wake = 0.0  # more may move at once
-            elif limits.rate_limit is not None and (
-                limits.rate_limit - usage.started - usage.waiting - len(jobs) <= 0
+            elif (
+                limits.rate_limit is not None
+                and allowed - len(jobs) <= 0
+                and (limits.rate_limit - usage.started - usage.waiting - len(jobs) <= 0)
             ):
                 # Nothing may move before the oldest start leaves the window (jobs just
                 # moved start soon: a period from now, about).
                 frees_in = usage.frees_in if usage.frees_in is not None else limits.rate_period
                 wake = max(frees_in, LIMIT_RECHECK_MIN)
+            elif limits.rate_limit is not None and len(jobs) == paced < allowed:
+                # The next step of the pace: when a job's worth of credit is earned.
+                per_second = limits.rate_limit / limits.rate_period
+                wake = max(RATE_TICK, (1 - self._credit[queue]) / per_second)
             else:
                 wake = self._limit_recheck  # a slot frees when a job ends
         await self._moved(jobs)
         return len(jobs), wake
+
+    def _pace(self, queue: str, rate_limit: int, rate_period: float) -> int:
+        """Jobs this rate-limited queue may move now at its pace (credit earned since
+        its last step)."""
+        now = time.monotonic()
+        per_second = rate_limit / rate_period
+        last = self._paced_at.get(queue)
+        cap = max(1.0, per_second * RATE_BURST)
+        earned = cap if last is None else per_second * (now - last)
+        self._paced_at[queue] = now
+        self._credit[queue] = min(cap, self._credit.get(queue, 0.0) + earned)
+        return math.floor(self._credit[queue] + 1e-9)
 
     async def _moved(self, jobs: list[MovedJob]) -> dict[str, int]:
         per_queue: dict[str, int] = defaultdict(int)

@@ -113,6 +113,7 @@ class JobOut(BaseModel):
     failed_at: datetime | None
     last_error_message: str | None
     worker_id: str | None
+    concurrency_key: str | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> JobOut:
@@ -132,6 +133,7 @@ class JobOut(BaseModel):
             failed_at=row.failed_at,
             last_error_message=row.last_error_message,
             worker_id=row.worker_id,
+            concurrency_key=row.concurrency_key,
         )
 
 
