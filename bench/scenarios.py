@@ -30,6 +30,7 @@ from app.db.rows import NewJob
 from bench.env import (
     BENCH_KEY,
     PENDING,
+    PENDING_OF,
     BenchEnv,
     CpuMeter,
     ScenarioError,
@@ -78,6 +79,7 @@ class Options:
     quiet_wait: float
     py_spy: bool
     query_reps: int = 7
+    backlog_scale: float = 1.0
 
 
 @dataclass(slots=True)
@@ -570,7 +572,11 @@ async def prepare_backlog(ctx: Ctx, *, truncate: bool) -> list[uuid.UUID]:
     return ids
 
 
-async def drain_once(ctx: Ctx, ids: list[uuid.UUID], label: str, *, profile: bool) -> DrainRun:
+async def drain_once(
+    ctx: Ctx, ids: list[uuid.UUID], label: str, *, profile: bool, only_these: bool = False
+) -> DrainRun:
+    """Drain the queued jobs `ids` with the workers and a migrator; done when no job is
+    pending (`only_these`: none of `ids`, for a table with a blocked backlog)."""
     n = len(ids)
     stamp_dir = ctx.log_dir / f"stamps-{label}"
     shutil.rmtree(stamp_dir, ignore_errors=True)
@@ -597,7 +603,10 @@ async def drain_once(ctx: Ctx, ids: list[uuid.UUID], label: str, *, profile: boo
         async def drained() -> bool:
             for s in services:
                 s.check_alive()
-            pending: int = await ctx.pool.fetchval(PENDING)
+            if only_these:
+                pending: int = await ctx.pool.fetchval(PENDING_OF, ids)
+            else:
+                pending = await ctx.pool.fetchval(PENDING)
             return pending == 0
 
         await wait_until(
@@ -914,6 +923,13 @@ async def big_table(ctx: Ctx) -> None:
     ratio.values.append(big_drain.median / empty_drain.median)
 
 
+async def backlog(ctx: Ctx) -> None:
+    """A blocked backlog beside a served queue: bench/backlog.py (it imports this module)."""
+    from bench.backlog import run_backlog
+
+    await run_backlog(ctx)
+
+
 SCENARIOS = {
     "enqueue-one": enqueue_one,
     "enqueue-bulk": enqueue_bulk,
@@ -921,5 +937,6 @@ SCENARIOS = {
     "latency": latency,
     "drain": drain,  # also measures rss
     "big-table": big_table,
+    "backlog": backlog,
 }
 ALIASES = {"rss": "drain"}

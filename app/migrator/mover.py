@@ -36,7 +36,7 @@ log = logging.getLogger("hybridq.migrator")
 
 NOTIFY_CHANNEL = "hybridq_jobs_queued"
 # Under back-pressure (a queue full in Redis) nothing notifies us when workers drain
-# it, so look again after this long.
+# it, so look at its Redis depth again after this long (a pass follows once it has room).
 FULL_QUEUE_RECHECK = 0.05
 
 
@@ -288,16 +288,43 @@ class Migrator:
                     continue
                 if timeout > 0:
                     self.asleep.set()
-                    await wait_any(self._wake, self._stop, timeout=timeout)
+                    await self._sleep(timeout, result.full_queues)
                     self.asleep.clear()
         finally:
             await self._close_listener()
             log.info("migrator stopped after moving %d jobs", self.total_moved)
 
+    async def _sleep(self, timeout: float, full: list[str]) -> None:
+        """Sleep until woken, stopped or `timeout`; while queues are full in Redis, look
+        at their depths every FULL_QUEUE_RECHECK (Redis only: PostgreSQL is not asked
+        again until one has room), and end the sleep when one has."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await wait_any(self._wake, self._stop, timeout=min(left, FULL_QUEUE_RECHECK))
+            if self._wake.is_set() or self._stop.is_set() or not full:
+                return
+            if not await self._still_full(full):
+                return
+
+    async def _still_full(self, queues: list[str]) -> bool:
+        bound = self.settings.redis_queue_max_depth
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for q in queues:
+                    for key in self.keys.queue_lists(q):
+                        pipe.llen(key)
+                lengths = await pipe.execute()
+        except Exception:
+            return False  # let a pass meet the error and back off
+        depths = [sum(lengths[3 * i : 3 * i + 3]) for i in range(len(queues))]
+        self._depth.update(zip(queues, depths, strict=True))
+        return all(d >= bound for d in depths)
+
     async def _sleep_time(self, result: MoveResult) -> float:
         poll = self.settings.migrator_poll_interval
-        if result.full_queues:
-            poll = min(poll, FULL_QUEUE_RECHECK)
         if result.limit_wake is not None:
             poll = min(poll, result.limit_wake)
         seconds = await self.store.seconds_until_next_due()
