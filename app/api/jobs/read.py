@@ -160,6 +160,7 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         last_error_message=job.last_error_message,
         redis_status=redis_status,
         worker_id=worker_id,
+        concurrency_key=job.concurrency_key,
     )
 
 

@@ -72,6 +72,7 @@ class JobStatusOut(BaseModel):
     last_error_message: str | None
     redis_status: str = Field(description="Status in the job:<id> hash, or `not_in_redis`.")
     worker_id: str | None
+    concurrency_key: str | None = None
 
 
 _JOB_EXAMPLE: dict[str, Any] = {
