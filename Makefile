@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install db run worker migrator test chaos bench lint format clean up down
+.PHONY: install db run worker migrator test test-long chaos bench lint format clean up down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ migrator: db  ## the migrator only
 
 test: install  ## the whole suite, on its own database and Redis prefix
 	$(PY) -m pytest -q
+
+test-long: install  ## the suite with the long tests (HQ_LONG_TESTS=1: 20 s rate-limit run)
+	HQ_LONG_TESTS=1 $(PY) -m pytest -q
 
 chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a flush
 	$(PY) -m tests.support.chaos --jobs $${JOBS:-10000} --duration $${DURATION:-120}
