@@ -103,6 +103,10 @@ async def test_a_future_job_is_scheduled_promoted_when_due_and_cancellable(
     later = await create_job(rt, "t-sched", run_at=datetime.now(UTC) + timedelta(hours=1))
     soon = await create_job(rt, "t-sched", run_at=datetime.now(UTC) + timedelta(hours=1))
     assert await job_status(rt, later) == "scheduled"
+    answer = await client.post(
+        "/jobs", json={"queue_name": "t-sched", "payload": {}, "run_at": "2100-01-01T00:00:00Z"}
+    )
+    assert answer.json()["status"] == "scheduled"
 
     cancelled = await client.post(f"/jobs/{later}/cancel", json={"reason": "not needed"})
     assert cancelled.status_code == 200, cancelled.text

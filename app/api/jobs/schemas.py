@@ -258,7 +258,9 @@ class JobBatchIn(BaseModel):
 class BatchItemOut(BaseModel):
     index: int = Field(description="Position of the item in the request.")
     job_id: uuid.UUID
-    status: JobStatus = Field(description="Status at creation (queued).")
+    status: JobStatus = Field(
+        description="Status at creation: queued, or scheduled (run_at later)."
+    )
     queue_name: str
     priority: int
     created: bool = Field(description="False when an idempotency key found an existing job.")
