@@ -93,6 +93,7 @@ class Migrator:
         # Set while the loop sleeps waiting for a notification or a timer (tests watch it).
         self.asleep = asyncio.Event()
         self.total_moved = 0
+        self.passes = 0  # completed passes of run() (tests watch it)
         self._queues: list[QueueLimits] = []
         self._depth: dict[str, int] = {}
         self._depth_checked_at = -math.inf
@@ -279,6 +280,7 @@ class Migrator:
                     await self._ensure_listener()
                     result = await self.move_due_jobs()
                     timeout = await self._sleep_time(result)
+                    self.passes += 1
                     backoff.reset()
                 except Exception as exc:
                     delay = backoff.next()

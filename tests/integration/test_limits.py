@@ -138,6 +138,40 @@ async def test_max_running_moves_only_what_may_run(runtime: Runtime) -> None:
     assert (await migrator.move_due_jobs()).moved == 1
 
 
+async def test_a_held_queue_is_looked_at_less_and_less_often_not_in_a_loop(
+    runtime: Runtime,
+) -> None:
+    rt = runtime
+    await add_queue(rt, "t-held")
+    await rt.queues.set_limits("t-held", max_running=1)
+    first, second = [await create_job(rt, "t-held") for _ in range(2)]
+    migrator = rt.migrator()
+    task = asyncio.create_task(migrator.run())
+    try:
+
+        async def first_moved() -> bool:
+            return await job_status(rt, first) == "migrated_to_redis"
+
+        await wait_for(first_moved, what="the first job to move")
+        start = migrator.passes
+        # Watch a second in which the slot stays taken (an observation window, not a wait
+        # for a condition): a pass every 10 ms would make 100.
+        await asyncio.sleep(1.0)
+        held = migrator.passes - start
+        assert held <= 15
+        assert await job_status(rt, second) == "queued"
+        # The slot frees (the job ends): the second moves within the longest recheck.
+        await rt.pool.execute("UPDATE jobs SET status = 'completed' WHERE id = $1", first)
+
+        async def second_moved() -> bool:
+            return await job_status(rt, second) == "migrated_to_redis"
+
+        await wait_for(second_moved, timeout=1.0, what="the second job to move")
+    finally:
+        migrator.stop()
+        await task
+
+
 async def test_a_per_key_limit_moves_one_job_of_each_key(runtime: Runtime) -> None:
     rt = runtime
     await add_queue(rt, "t-keys")
