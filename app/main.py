@@ -18,6 +18,7 @@ from app.api.jobs.creation import GROUP_COMMIT_CLOSE_TIMEOUT, group_commit
 from app.api.limits import RequestLimits
 from app.api.openapi import restore_null_examples
 from app.api.queues import routes as queues
+from app.api.suppressions import routes as suppressions
 from app.logs import configure_logging
 from app.registry import HandlerRegistry
 from app.runtime import BackgroundServices, Runtime, open_runtime
@@ -89,6 +90,7 @@ def create_app(
     include(jobs.router, "producer")  # cancel also needs admin (on the route)
     include(dead_letters.router, "admin")
     include(queues.router, "admin")
+    include(suppressions.router, "admin")
     include(health.router, None)  # liveness and readiness stay public
     include(health.admin_router, "admin")
     include(metrics.router, None if settings.metrics_public else "admin")

@@ -8,9 +8,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
@@ -42,14 +45,39 @@ HAND_BACK_ALLOWANCE = 15.0
 
 def make_redis(settings: Settings) -> aioredis.Redis:
     """One client (with its pool) per process. Blocking pops need a longer socket timeout
-    than ordinary calls, so the socket timeout leaves room for the fetch timeout."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout + settings.worker_fetch_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-        max_connections=max(16, settings.db_pool_max_size * 2),
+    than ordinary calls, so the socket timeout leaves room for the fetch timeout.
+
+    With REDIS_SENTINELS the client asks the Sentinels for the primary at every new
+    connection, and a connection to a demoted primary (READONLY) is dropped and made
+    again to the new one, so a failover needs no restart; in-flight calls fail with a
+    ConnectionError that every loop already retries."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout + settings.worker_fetch_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "health_check_interval": 30,
+        "max_connections": max(16, settings.db_pool_max_size * 2),
+    }
+    if not settings.redis_sentinels:
+        client: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, **options)
+        return client
+    url = urlsplit(settings.redis_url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinel_addresses,
+        sentinel_kwargs={
+            "password": settings.redis_sentinel_password or None,
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+        },
     )
+    master: aioredis.Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        db=int(url.path.lstrip("/") or 0),
+        username=unquote(url.username) if url.username else None,
+        password=unquote(url.password) if url.password else None,
+        ssl=url.scheme == "rediss",
+        **options,
+    )
+    return master
 
 
 @dataclass(slots=True)

@@ -6,9 +6,10 @@ upper case. Settings are built by the app factory and the entrypoints, never at 
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -29,6 +30,18 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN (postgresql://user:password@host:port/database).",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL, with DB number.")
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host:port of Redis Sentinels; when set, the primary "
+        "is found through them (and followed across a failover) instead of REDIS_URL's "
+        "host, whose database number, user and password still apply.",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster", min_length=1, description="The name the Sentinels monitor the primary by."
+    )
+    redis_sentinel_password: str = Field(
+        "", description="Password of the Sentinels themselves (not of the primary); empty: none."
+    )
     redis_prefix: str = Field(
         "hq:", description="Prefix of every Redis key, so tenants and test runs can share a server."
     )
@@ -41,11 +54,58 @@ class Settings(BaseSettings):
 
     # Handlers
     handler_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["app.example_handlers"],
+        default_factory=lambda: ["app.handlers"],
         description="Comma-separated import paths of modules that register handlers.",
     )
     handler_timeout: float = Field(
         300.0, gt=0, description="Default seconds a handler may run before its attempt fails."
+    )
+
+    # The seed's jobs (app.handlers): email over SMTP, webhooks, circuit breakers
+    smtp_host: str = Field(
+        "",
+        description="SMTP server that sends email; empty: not configured (make run then "
+        "starts a local sink that keeps every message in a Maildir).",
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, description="Port of SMTP_HOST.")
+    smtp_username: str = Field("", description="SMTP AUTH user; empty: no AUTH.")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP AUTH password.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "starttls",
+        description="`starttls` (required, usually port 587), `tls` (implicit TLS, usually "
+        "465) or `none` (plain text: a local relay or sink only).",
+    )
+    smtp_timeout: float = Field(
+        30.0, gt=0, description="Seconds an SMTP connection or command may take."
+    )
+    email_from: str = Field(
+        "hybridq@localhost",
+        description="From address of email jobs that name none; its domain ends every Message-ID.",
+    )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON: Standard Webhooks signing secret per endpoint name, e.g. {"crm": '
+        '"whsec_<base64>"}.',
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Webhook hosts allowed to resolve to loopback, private or link-local "
+        "addresses (comma-separated); every other such address is refused.",
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds a webhook request (connect, send, answer) may take."
+    )
+    breaker_failure_threshold: int = Field(
+        5,
+        ge=1,
+        description="Connection failures in a row that open the circuit breaker of an SMTP "
+        "server or webhook host.",
+    )
+    breaker_open_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an open breaker makes jobs for its destination wait before "
+        "one probe is let through.",
     )
 
     # What the API process embeds
@@ -180,11 +240,45 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "handler_modules", "worker_queues", "api_keys", "encryption_keys", mode="before"
+        "handler_modules",
+        "worker_queues",
+        "api_keys",
+        "encryption_keys",
+        "redis_sentinels",
+        "webhook_allowed_hosts",
+        mode="before",
     )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, value: list[str]) -> list[str]:
+        return [host.lower() for host in value]
+
+    @field_validator("email_from")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        _name, address = parseaddr(value)
+        if "@" not in address or not address.rsplit("@", 1)[1]:
+            raise ValueError("must be an email address with a domain, e.g. news@example.com")
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _signing_secrets(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # Fail at start, not at the first delivery: the reference package must accept it.
+        from standardwebhooks import Webhook
+
+        for name, secret in value.items():
+            try:
+                Webhook(secret.get_secret_value())
+            except Exception as exc:
+                raise ValueError(
+                    f"secret of endpoint {name!r} is not whsec_<base64>: {exc}"
+                ) from None
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -199,6 +293,19 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{entry!r} is not host:port")
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(e.rpartition(":")[0], int(e.rpartition(":")[2])) for e in self.redis_sentinels]
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

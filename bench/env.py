@@ -286,6 +286,7 @@ class CpuMeter:
         self._bench0 = 0.0
         self._svc0: dict[int, float] = {}
         self._srv0: dict[int, tuple[str, float]] = {}
+        self.seconds: dict[str, float] = {}
 
     def start(self) -> None:
         self._svc0 = {s.pid: s.cpu_seconds() for s in self.services}
@@ -309,6 +310,7 @@ class CpuMeter:
             before = self._srv0.get(pid, (role, 0.0))[1]
             roles[role] = roles.get(role, 0.0) + proc_cpu_seconds(pid) - before
         roles["bench"] = bench
+        self.seconds = dict(roles)  # CPU seconds per role, for per-job costs
         window = total1 - self._total0
         if window <= 0:
             return {}

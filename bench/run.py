@@ -29,11 +29,16 @@ import redis.asyncio as aioredis
 
 from app.db.pool import create_pool
 from app.settings import Settings
+from bench.costs import costs
 from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
 from bench.producer import open_producer
 from bench.profile import py_spy_path
 from bench.report import Results, fmt, table
 from bench.scenarios import ALIASES, SCENARIOS, Ctx, Options
+
+# Measured only when asked for (--scenarios costs): per-job costs for the README.
+ON_REQUEST = {"costs": costs}
+ALL = {**SCENARIOS, **ON_REQUEST}
 
 SERVICE_SETTINGS = (
     "worker_concurrency",
@@ -58,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
-        help=f"comma-separated, from {', '.join([*SCENARIOS, *ALIASES])} (default: all)",
+        help=f"comma-separated, from {', '.join([*ALL, *ALIASES])} (default: all but "
+        f"{', '.join(ON_REQUEST)})",
     )
     p.add_argument(
         "--big-table-rows",
@@ -137,11 +143,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         name = ALIASES.get(raw.strip(), raw.strip())
         if not name:
             continue
-        if name not in SCENARIOS:
+        if name not in ALL:
             p.error(f"unknown scenario {raw!r}")
         if name not in names:
             names.append(name)
-    args.scenario_list = [s for s in SCENARIOS if s in names]
+    args.scenario_list = [s for s in ALL if s in names]
     overrides: dict[str, str] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -296,7 +302,7 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
             log(f"{name} ...")
             t0 = time.perf_counter()
             try:
-                await SCENARIOS[name](ctx)
+                await ALL[name](ctx)
             except ScenarioError as exc:
                 results.error(name, str(exc))
                 log(f"{name} FAILED: {exc}")

@@ -557,6 +557,7 @@ class DrainRun:
     worker_rss_mib: list[float]
     migrator_rss_mib: float
     cpu: dict[str, float]  # share of the machine (all cores) per role, in %
+    cpu_seconds: dict[str, float]  # CPU seconds per role over the drain
     profile: dict[str, Any] | None = None
 
 
@@ -613,6 +614,7 @@ async def drain_once(
             drained, timeout=ctx.opts.timeout, what=f"{n} jobs to finish", interval=0.2
         )
         cpu_pct = meter.stop()
+        cpu_seconds = meter.seconds
         worker_rss = [w.peak_rss_mib() or 0.0 for w in workers]
         migrator_rss = migrator.peak_rss_mib() or 0.0
     except BaseException:
@@ -649,6 +651,7 @@ async def drain_once(
         worker_rss_mib=worker_rss,
         migrator_rss_mib=migrator_rss,
         cpu=cpu_pct,
+        cpu_seconds=cpu_seconds,
         profile=profile_summary,
     )
 

@@ -93,7 +93,10 @@ async def clean_db(database_url: str) -> AsyncIterator[None]:
     """Empty the job tables before a test (the queues table keeps the seed rows)."""
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute("TRUNCATE jobs, job_logs, analytics_jobs CASCADE")
+        await conn.execute(
+            "TRUNCATE jobs, job_logs, analytics_jobs, email_events, suppressions, "
+            "email_daily_stats, email_campaign_stats, billing_usage CASCADE"
+        )
         await conn.execute(
             "DELETE FROM job_queues WHERE name LIKE 't-%'; UPDATE job_queues SET is_active = true"
         )

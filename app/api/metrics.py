@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from app.api.common import UNAVAILABLE_EXAMPLES, MessageOut, documented
 from app.api.deps import RuntimeDep
+from app.circuit import CircuitState, circuit_states
 from app.db.rows import JobCounts
 from app.metrics import COUNTERS, HISTOGRAMS, StoredMetrics, read_stored_metrics
 from app.observe import LiveWorkers, live_workers, redis_depths
@@ -50,11 +51,13 @@ class SnapshotCollector(Collector):
         counts: JobCounts,
         depths: dict[str, dict[str, int]],
         workers: LiveWorkers,
+        circuits: list[CircuitState] | None = None,
     ) -> None:
         self.stored = stored
         self.counts = counts
         self.depths = depths
         self.workers = workers
+        self.circuits = circuits or []
 
     def collect(self) -> Iterator[Metric]:
         for name, help_text in COUNTERS.items():
@@ -105,6 +108,26 @@ class SnapshotCollector(Collector):
             "Workers with a heartbeat within VISIBILITY_TIMEOUT.",
             value=self.workers.count,
         )
+        yield from self._circuits()
+
+    def _circuits(self) -> Iterator[Metric]:
+        # Only breakers that are not healthy are stored, so a healthy one has no series.
+        is_open = GaugeMetricFamily(
+            "hybridq_circuit_breaker_open",
+            "1 while a circuit breaker holds jobs for its destination back (open or "
+            "half open), 0 while it counts failures.",
+            labels=["kind", "target"],
+        )
+        failures = GaugeMetricFamily(
+            "hybridq_circuit_breaker_failures",
+            "Connection failures in a row to the destination of a circuit breaker.",
+            labels=["kind", "target"],
+        )
+        for c in self.circuits:
+            is_open.add_metric([c.kind, c.target], 0 if c.state == "closed" else 1)
+            failures.add_metric([c.kind, c.target], c.failures)
+        yield is_open
+        yield failures
 
 
 @router.get(
@@ -113,8 +136,8 @@ class SnapshotCollector(Collector):
     description="Counters (jobs created, migrated, started, completed, failed, retried, "
     "dead-lettered, replayed, cancelled, discarded) and histograms (wait time from run_at "
     "to start; run duration), by queue, totalled across every process through Redis; "
-    "gauges of jobs in PostgreSQL by queue and status, Redis list depths and live "
-    "workers, computed at the scrape.",
+    "gauges of jobs in PostgreSQL by queue and status, Redis list depths, live "
+    "workers and circuit breakers that are not healthy, computed at the scrape.",
     response_class=Response,
     responses={
         200: {
@@ -130,6 +153,7 @@ async def metrics(rt: RuntimeDep) -> Response:
     queues = [q.name for q in await rt.queues.list_queues(after=None, limit=10_000)]
     depths = await redis_depths(rt.redis, rt.keys, queues)
     workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
+    circuits = await circuit_states(rt.redis, rt.keys)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(stored, counts, depths, workers))
+    registry.register(SnapshotCollector(stored, counts, depths, workers, circuits))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

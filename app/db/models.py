@@ -8,12 +8,13 @@ statements, and `app.jobs.transitions` for the statuses they move jobs between.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -224,3 +225,103 @@ class AnalyticsJob(Base):
     processed_at: Mapped[datetime | None] = mapped_column(TZ)
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+# --- The seed's jobs for real (app.handlers): email events, suppressions, aggregates ---
+
+EMAIL_EVENTS: Final = ("sent", "deferred", "failed", "suppressed", "bounced")
+BOUNCE_TYPES: Final = ("hard", "soft")
+
+
+class Suppression(Base):
+    """An address no email is sent to (a hard bounce put it here, or an operator)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (CheckConstraint("address = lower(address)", name="address_lowercase"),)
+
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(String(50), nullable=False)
+    # The job that put it here (the bounce's), if any.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class EmailEvent(Base):
+    """What happened to one message: the source of the analytics. No foreign key to
+    jobs: events outlive the jobs that retention deletes (billing needs them)."""
+
+    __tablename__ = "email_events"
+    __table_args__ = (
+        CheckConstraint(_status_check("event", EMAIL_EVENTS), name="event"),
+        CheckConstraint(
+            f"bounce_type IS NULL OR {_status_check('bounce_type', BOUNCE_TYPES)}",
+            name="bounce_type",
+        ),
+        Index("idx_email_events_occurred", "occurred_at"),
+        Index("idx_email_events_campaign", "campaign_id", "occurred_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    event: Mapped[str] = mapped_column(String(20), nullable=False)
+    # One event per fact, however often a job runs (at-least-once delivery).
+    dedupe_key: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str] = mapped_column(Text, nullable=False)
+    campaign_id: Mapped[str | None] = mapped_column(Text)
+    account_id: Mapped[str | None] = mapped_column(Text)
+    bounce_type: Mapped[str | None] = mapped_column(String(10))
+    detail: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+def _count() -> Mapped[int]:
+    return mapped_column(Integer, nullable=False, server_default=text("0"))
+
+
+class EmailDailyStats(Base):
+    """Per campaign and UTC day (campaign_id '' = email without a campaign)."""
+
+    __tablename__ = "email_daily_stats"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    sent: Mapped[int] = _count()
+    deferred: Mapped[int] = _count()
+    failed: Mapped[int] = _count()
+    bounced: Mapped[int] = _count()  # hard bounces
+    soft_bounced: Mapped[int] = _count()
+    suppressed: Mapped[int] = _count()
+    computed_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class EmailCampaignStats(Base):
+    """Per campaign, over its whole life."""
+
+    __tablename__ = "email_campaign_stats"
+
+    campaign_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    sent: Mapped[int] = _count()
+    deferred: Mapped[int] = _count()
+    failed: Mapped[int] = _count()
+    bounced: Mapped[int] = _count()  # hard bounces
+    soft_bounced: Mapped[int] = _count()
+    suppressed: Mapped[int] = _count()
+    first_event_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_event_at: Mapped[datetime | None] = mapped_column(TZ)
+    computed_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+
+
+class BillingUsage(Base):
+    """Messages sent per account and calendar month (UTC); month is its first day."""
+
+    __tablename__ = "billing_usage"
+
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    messages_sent: Mapped[int] = mapped_column(Integer, nullable=False)
+    computed_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))

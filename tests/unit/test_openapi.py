@@ -37,6 +37,8 @@ ERROR_RESPONSES: dict[tuple[str, str], set[str]] = {
     ("get", "/health/ready"): {"503"},
     ("get", "/health/queues"): {"401", "403", "503"},
     ("get", "/metrics"): {"503"},
+    ("get", "/suppressions"): {"401", "403", "422", "503"},
+    ("delete", "/suppressions/{address}"): {"401", "403", "404", "422", "503"},
 }
 
 MEDIA = "application/json"

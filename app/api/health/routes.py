@@ -20,6 +20,7 @@ from app.api.health.schemas import (
     RedisHealth,
     WorkersHealth,
 )
+from app.circuit import CircuitState, circuit_states
 from app.observe import live_workers, redis_depths, redis_server
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -75,8 +76,9 @@ async def ready(rt: RuntimeDep) -> JSONResponse:
     response_description="Redis, queue depths, live workers and job counts.",
     description="Redis (ping, memory used, connected clients), the depth of every queue's "
     "Redis lists, the workers with a live heartbeat (from the heartbeat index: no key "
-    "scan) and the jobs by status in PostgreSQL (estimates if counting takes longer than "
-    "STATS_TIMEOUT). A Redis outage is reported in `redis`, not as an error.",
+    "scan), the jobs by status in PostgreSQL (estimates if counting takes longer than "
+    "STATS_TIMEOUT) and the circuit breakers that are open or counting failures. A Redis "
+    "outage is reported in `redis`, not as an error.",
     responses={503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES)},
 )
 async def queue_health(rt: RuntimeDep) -> QueueHealthOut:
@@ -84,6 +86,7 @@ async def queue_health(rt: RuntimeDep) -> QueueHealthOut:
     counts = await rt.listings.count_jobs(timeout=rt.settings.stats_timeout)
     depths: dict[str, int] = {}
     workers = WorkersHealth(active_workers=0, worker_ids=[])
+    circuits: list[CircuitState] = []
     try:
         server = await redis_server(rt.redis)
         redis = RedisHealth(
@@ -98,6 +101,7 @@ async def queue_health(rt: RuntimeDep) -> QueueHealthOut:
                 depths[rt.keys.queue_list(q, level)[prefix:]] = depth
         live = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
         workers = WorkersHealth(active_workers=live.count, worker_ids=live.ids)
+        circuits = await circuit_states(rt.redis, rt.keys)
     except Exception as exc:
         redis = RedisHealth(status="unhealthy", error=f"{type(exc).__name__}: {exc}"[:200])
     return QueueHealthOut(
@@ -107,4 +111,5 @@ async def queue_health(rt: RuntimeDep) -> QueueHealthOut:
         workers=workers,
         jobs=counts.by_status,
         jobs_exact=counts.exact,
+        circuit_breakers=circuits,
     )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.common import documented
+from app.circuit import CircuitState
 
 
 class HealthOut(BaseModel):
@@ -91,6 +92,16 @@ class QueueHealthOut(BaseModel):
                     "workers": {"active_workers": 1, "worker_ids": ["host-1234-5f2a9c1b"]},
                     "jobs": {"queued": 12, "completed": 9000, "failed": 3},
                     "jobs_exact": True,
+                    "circuit_breakers": [
+                        {
+                            "kind": "smtp",
+                            "target": "smtp.example.com:587",
+                            "state": "open",
+                            "failures": 5,
+                            "retry_in": 12.5,
+                            "last_error": "SMTPConnectError: Error connecting to smtp.example.com",
+                        }
+                    ],
                 }
             ]
         }
@@ -104,4 +115,9 @@ class QueueHealthOut(BaseModel):
     jobs_exact: bool = Field(
         description="False: the count took longer than STATS_TIMEOUT and `jobs` holds the "
         "planner's estimates."
+    )
+    circuit_breakers: list[CircuitState] = Field(
+        default_factory=list,
+        description="Circuit breakers of SMTP servers and webhook hosts that are open, half "
+        "open (one probe let through) or counting failures; healthy ones are not listed.",
     )

@@ -13,8 +13,8 @@
   marked `limited`, and only they enter the two partial indexes that count a limited
   queue's jobs in flight and its recent starts: unlimited queues pay nothing.
 
-Revision ID: 0005_limits
-Revises: 0004
+Revision ID: 0006_limits
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_limits"
-down_revision: str | None = "0004"
+revision: str = "0006_limits"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

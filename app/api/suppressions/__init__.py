@@ -1,0 +1,1 @@
+"""Suppression routes: list suppressed addresses, lift one."""
