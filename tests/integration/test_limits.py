@@ -158,7 +158,7 @@ async def test_a_held_queue_is_looked_at_less_and_less_often_not_in_a_loop(
         # for a condition): a pass every 10 ms would make 100.
         await asyncio.sleep(1.0)
         held = migrator.passes - start
-        assert held <= 15
+        assert held <= 25  # about 10: 10 ms, then 1.5 times longer each, up to 250 ms
         assert await job_status(rt, second) == "queued"
         # The slot frees (the job ends): the second moves within the longest recheck.
         await rt.pool.execute("UPDATE jobs SET status = 'completed' WHERE id = $1", first)
