@@ -25,7 +25,7 @@ from app.db.pool import Connection
 from app.db.rows import MovedJob
 
 # Seconds a start is counted beyond rate_period (see QUEUE_USAGE).
-START_MARGIN = 0.05
+START_MARGIN = 0.02
 
 # Active queues (paused ones are never read) with their limits.
 ACTIVE_QUEUE_LIMITS = """
