@@ -76,6 +76,14 @@ def upgrade() -> None:
         "EXECUTE FUNCTION hybridq_schedule_future()"
     )
     op.execute("UPDATE jobs SET status = 'scheduled' WHERE status = 'queued' AND run_at > now()")
+    # A job that becomes scheduled (a retry waiting for its backoff) wakes the migrator
+    # too, so that it sleeps until that run_at rather than its poll interval.
+    op.execute("DROP TRIGGER IF EXISTS jobs_notify_requeued ON jobs")
+    op.execute(
+        "CREATE TRIGGER jobs_notify_requeued AFTER UPDATE OF status ON jobs FOR EACH ROW "
+        "WHEN (NEW.status IN ('queued', 'scheduled') AND OLD.status IS DISTINCT FROM NEW.status) "
+        "EXECUTE FUNCTION hybridq_notify_requeued()"
+    )
 
     op.create_index(
         "idx_jobs_scheduled", "jobs", ["run_at"], postgresql_where=sa.text("status = 'scheduled'")
@@ -126,6 +134,12 @@ def downgrade() -> None:
     op.drop_index("idx_jobs_queued_keys", table_name="jobs")
     op.drop_index("idx_jobs_queue_due", table_name="jobs")
     op.drop_index("idx_jobs_scheduled", table_name="jobs")
+    op.execute("DROP TRIGGER IF EXISTS jobs_notify_requeued ON jobs")
+    op.execute(
+        "CREATE TRIGGER jobs_notify_requeued AFTER UPDATE OF status ON jobs FOR EACH ROW "
+        "WHEN (NEW.status = 'queued' AND OLD.status IS DISTINCT FROM 'queued') "
+        "EXECUTE FUNCTION hybridq_notify_requeued()"
+    )
     op.execute("DROP TRIGGER IF EXISTS jobs_schedule_future_update ON jobs")
     op.execute("DROP TRIGGER IF EXISTS jobs_schedule_future_insert ON jobs")
     op.execute("DROP FUNCTION IF EXISTS hybridq_schedule_future()")

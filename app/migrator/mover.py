@@ -110,17 +110,16 @@ class Migrator:
         room in Redis: unlimited queues in batches until each comes back short, then each
         limited queue within its limits. A paused or full queue costs no query."""
         batch = self.settings.migrator_batch_size
+        bound = self.settings.redis_queue_max_depth
         while await self.store.promote_due_jobs(batch) >= batch:
             pass
         result = MoveResult()
         full = await self._full_queues()
-        result.full_queues = full
         movable = [q for q in self._queues if q.name not in full]
         plain = [q.name for q in movable if not q.limited]
         while plain:
             per_queue = await self._move_batch(plain)
             result.moved += sum(per_queue.values())
-            bound = self.settings.redis_queue_max_depth
             plain = [
                 q for q in plain if per_queue.get(q, 0) >= batch and self._depth.get(q, 0) < bound
             ]
@@ -132,6 +131,8 @@ class Migrator:
                 moved_limited = moved_limited or moved > 0
                 if wake is not None:
                     result.limit_wake = min(result.limit_wake or math.inf, wake)
+        # Full now (after this pass's pushes, by the estimates): watched while asleep.
+        result.full_queues = sorted(q for q, d in self._depth.items() if d >= bound)
         # A limited queue waiting for a slot: look again soon after it moved something,
         # less and less often while nothing frees up (no busy loop, no notification).
         if moved_limited:
@@ -305,7 +306,8 @@ class Migrator:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            await wait_any(self._wake, self._stop, timeout=min(left, FULL_QUEUE_RECHECK))
+            step = min(left, FULL_QUEUE_RECHECK) if full else left
+            await wait_any(self._wake, self._stop, timeout=step)
             if self._wake.is_set() or self._stop.is_set() or not full:
                 return
             if not await self._still_full(full):

@@ -236,3 +236,40 @@ async def test_a_full_queue_is_filled_again_once_workers_make_room(
 
 async def _asleep(event: asyncio.Event) -> bool:
     return event.is_set()
+
+
+async def test_a_retry_waiting_for_its_backoff_wakes_the_sleeping_migrator(
+    runtime: Runtime, settings: Settings
+) -> None:
+    rt = runtime
+    settings.migrator_poll_interval = 60.0  # only a notification or a timer wakes it
+    await add_queue(rt, "t-retry-wake")
+    job = await create_job(rt, "t-retry-wake")
+    migrator = rt.migrator()
+    task = asyncio.create_task(migrator.run())
+    try:
+
+        async def moved() -> bool:
+            return await job_status(rt, job) == "migrated_to_redis"
+
+        await wait_for(moved, what="the job to move")
+        await wait_for(lambda: _asleep(migrator.asleep), what="the migrator to sleep")
+        # Nothing to do: it stays asleep (an observation window, not a wait).
+        idle_from = migrator.passes
+        await asyncio.sleep(0.3)
+        assert migrator.passes == idle_from
+        # The attempt fails; the retry is due in half a second (a scheduled job).
+        await rt.pool.execute(
+            "UPDATE jobs SET status = 'running', worker_id = 'w', attempt_count = 1 WHERE id = $1",
+            job,
+        )
+        await rt.pool.execute(
+            "UPDATE jobs SET status = 'queued', run_at = now() + interval '0.5 seconds' "
+            "WHERE id = $1",
+            job,
+        )
+        assert await job_status(rt, job) == "scheduled"
+        await wait_for(moved, timeout=3, what="the retry to move when due")
+    finally:
+        migrator.stop()
+        await task
