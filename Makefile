@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # pip: requirements/dev.txt here and in CI, requirements/runtime.txt in the Docker image.
 LOCKS := uv.lock requirements/runtime.txt requirements/dev.txt
 
-.PHONY: install lock chromium db run worker migrator test chaos bench bench-dashboard soak lint format clean up down
+.PHONY: install lock chromium db run worker migrator test test-long chaos bench bench-dashboard soak lint format clean up down
 
 # Exactly the locked versions (hashes checked), then the project itself without deps.
 $(STAMP): pyproject.toml $(LOCKS)
@@ -63,6 +63,9 @@ chromium:  ## Debian's chromium for the browser tests, installed with apt-get if
 
 test: install chromium  ## the whole suite, on its own database and Redis prefix
 	$(PY) -m pytest -q
+
+test-long: install  ## the suite with the long tests (HQ_LONG_TESTS=1: 20 s rate-limit run)
+	HQ_LONG_TESTS=1 $(PY) -m pytest -q
 
 chaos: install  ## the long fault-injection run: 10,000 jobs, random kills and a flush
 	$(PY) -m tests.support.chaos --jobs $${JOBS:-10000} --duration $${DURATION:-120}

@@ -94,7 +94,7 @@ class JobStateCache:
     def failed_attempt(
         self, pipe: Batch, job_id: uuid.UUID, status: str, error: str, attempt: int
     ) -> None:
-        """After a failed attempt: `queued` (a retry waits for run_at) or `failed`."""
+        """After a failed attempt: `scheduled` (a retry waits for run_at) or `failed`."""
         self._write(
             pipe,
             job_id,
@@ -104,9 +104,12 @@ class JobStateCache:
             attempt=attempt,
         )
 
-    def requeued(self, pipe: Batch, job_id: uuid.UUID, attempt_count: int) -> None:
+    def requeued(
+        self, pipe: Batch, job_id: uuid.UUID, attempt_count: int, status: str = "queued"
+    ) -> None:
+        """Back to wait in PostgreSQL: `queued`, or `scheduled` when it is due later."""
         self._write(
-            pipe, job_id, {"status": "queued", "attempt_count": attempt_count}, terminal=False
+            pipe, job_id, {"status": status, "attempt_count": attempt_count}, terminal=False
         )
 
     def operator_changed(

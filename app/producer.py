@@ -64,6 +64,7 @@ async def enqueue(
     run_at: datetime | None = None,
     max_attempts: int = 3,
     idempotency_key: str | None = None,
+    concurrency_key: str | None = None,
     max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
     cipher: PayloadCipher | None = None,
@@ -76,7 +77,17 @@ async def enqueue(
     """
     (job_id,) = await enqueue_many(
         conn_or_session,
-        [_item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)],
+        [
+            _item(
+                queue_name,
+                payload,
+                priority,
+                run_at,
+                max_attempts,
+                idempotency_key,
+                concurrency_key,
+            )
+        ],
         max_payload_bytes=max_payload_bytes,
         idempotency_key_ttl=idempotency_key_ttl,
         cipher=cipher,
@@ -194,11 +205,23 @@ class JobClient:
         run_at: datetime | None = None,
         max_attempts: int = 3,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> uuid.UUID:
         """Insert and commit one job; its id. Same key and same job within the key's
         TTL: the existing job's id; same key, another job: JobRejected (409)."""
-        item = _item(queue_name, payload, priority, run_at, max_attempts, idempotency_key)
-        (job_id,) = await self.enqueue_many([item])
+        (job_id,) = await self.enqueue_many(
+            [
+                _item(
+                    queue_name,
+                    payload,
+                    priority,
+                    run_at,
+                    max_attempts,
+                    idempotency_key,
+                    concurrency_key,
+                )
+            ]
+        )
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
@@ -217,6 +240,7 @@ def _item(
     run_at: datetime | None,
     max_attempts: int,
     idempotency_key: str | None,
+    concurrency_key: str | None = None,
 ) -> dict[str, Any]:
     item: dict[str, Any] = {"queue_name": queue_name, "payload": payload}
     if priority is not None:
@@ -228,6 +252,8 @@ def _item(
     item["max_attempts"] = max_attempts
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key
+    if concurrency_key is not None:
+        item["concurrency_key"] = concurrency_key
     return item
 
 

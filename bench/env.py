@@ -182,7 +182,14 @@ async def job_outcome(
     return int(completed), int(row[0]), int(row[1])
 
 
-PENDING = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'migrated_to_redis', 'running')"
+PENDING_OF = (
+    "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) "
+    "AND status IN ('scheduled', 'queued', 'migrated_to_redis', 'running')"
+)
+PENDING = (
+    "SELECT count(*) FROM jobs "
+    "WHERE status IN ('scheduled', 'queued', 'migrated_to_redis', 'running')"
+)
 
 
 # --- waiting ----------------------------------------------------------------------------

@@ -77,6 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rows of the big-table and listings scenarios (default 10000000; --quick 200000)",
     )
     p.add_argument(
+        "--backlog-scale",
+        type=float,
+        default=1.0,
+        help="scale of the backlog scenario's blocked rows (1: 1,000,000 paused, 200,000 "
+        "full, 1,000,000 due tomorrow)",
+    )
+    p.add_argument(
         "--latency-samples", type=int, help="samples per latency run (default 300; --quick 100)"
     )
     p.add_argument("--out", type=Path, help="JSON file (default bench-results/<timestamp>.json)")
@@ -295,6 +302,7 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
             http_client_kinds=args.http_client_kinds,
             workers=args.workers,
             quiet_wait=args.quiet_wait,
+            backlog_scale=args.backlog_scale,
             py_spy=args.py_spy,
         )
         ctx = Ctx(env=env, opts=opts, pool=pool, redis=redis, results=results, log_dir=log_dir)

@@ -30,6 +30,7 @@ from app.db.rows import NewJob
 from bench.env import (
     BENCH_KEY,
     PENDING,
+    PENDING_OF,
     BenchEnv,
     CpuMeter,
     ScenarioError,
@@ -80,6 +81,7 @@ class Options:
     quiet_wait: float
     py_spy: bool
     query_reps: int = 7
+    backlog_scale: float = 1.0
 
 
 @dataclass(slots=True)
@@ -573,7 +575,11 @@ async def prepare_backlog(ctx: Ctx, *, truncate: bool) -> list[uuid.UUID]:
     return ids
 
 
-async def drain_once(ctx: Ctx, ids: list[uuid.UUID], label: str, *, profile: bool) -> DrainRun:
+async def drain_once(
+    ctx: Ctx, ids: list[uuid.UUID], label: str, *, profile: bool, only_these: bool = False
+) -> DrainRun:
+    """Drain the queued jobs `ids` with the workers and a migrator; done when no job is
+    pending (`only_these`: none of `ids`, for a table with a blocked backlog)."""
     n = len(ids)
     stamp_dir = ctx.log_dir / f"stamps-{label}"
     shutil.rmtree(stamp_dir, ignore_errors=True)
@@ -600,7 +606,10 @@ async def drain_once(ctx: Ctx, ids: list[uuid.UUID], label: str, *, profile: boo
         async def drained() -> bool:
             for s in services:
                 s.check_alive()
-            pending: int = await ctx.pool.fetchval(PENDING)
+            if only_these:
+                pending: int = await ctx.pool.fetchval(PENDING_OF, ids)
+            else:
+                pending = await ctx.pool.fetchval(PENDING)
             return pending == 0
 
         await wait_until(
@@ -780,7 +789,7 @@ async def _explain_worker_statements(
     try:
         moved: list[uuid.UUID] = []
         while True:
-            rows = await conn.fetch(sql.MOVE_DUE_JOBS, batch, [])
+            rows = await conn.fetch(sql.MOVE_DUE_JOBS, [QUEUE], batch)
             moved += [r["id"] for r in rows]
             if len(rows) < batch:
                 break
@@ -808,17 +817,17 @@ async def _explain_worker_statements(
 async def measure_hot_queries(ctx: Ctx, label: str) -> dict[str, float]:
     """EXPLAIN ANALYZE (rolled back) of the hot queries; the plans go in the details."""
     async with ctx.conn() as conn:
-        # No queue is full in Redis here: nothing is excluded.
-        queues: list[str] = []
+        # The bench queue is the one active queue with jobs.
+        queues = [QUEUE]
         batch = int(ctx.env.overrides.get("MIGRATOR_BATCH_SIZE", "500"))
         reps = ctx.opts.query_reps
         move_ms, move_plan, due_ms = await _explain_ms(
-            conn, sql.MOVE_DUE_JOBS, [batch, queues], reps, subplan="CTE due"
+            conn, sql.MOVE_DUE_JOBS, [queues, batch], reps, subplan="CTE due"
         )
         # ~20 µs: at that scale one EXPLAIN's timing wobbles by a quarter from run to run
         # (same plan, same 5 buffers); many more samples for a stable median.
         next_ms, next_plan, _ = await _explain_ms(
-            conn, sql.SECONDS_UNTIL_NEXT_DUE, [queues], max(reps, NEXT_DUE_REPS)
+            conn, sql.SECONDS_UNTIL_NEXT_DUE, [], max(reps, NEXT_DUE_REPS)
         )
         plans = {"MOVE_DUE_JOBS": move_plan, "SECONDS_UNTIL_NEXT_DUE": next_plan}
         plans.update(await _explain_worker_statements(conn, batch, queues))
@@ -919,6 +928,13 @@ async def big_table(ctx: Ctx) -> None:
     ratio.values.append(big_drain.median / empty_drain.median)
 
 
+async def backlog(ctx: Ctx) -> None:
+    """A blocked backlog beside a served queue: bench/backlog.py (it imports this module)."""
+    from bench.backlog import run_backlog
+
+    await run_backlog(ctx)
+
+
 SCENARIOS = {
     "enqueue-one": enqueue_one,
     "enqueue-bulk": enqueue_bulk,
@@ -926,5 +942,6 @@ SCENARIOS = {
     "latency": latency,
     "drain": drain,  # also measures rss
     "big-table": big_table,
+    "backlog": backlog,
 }
 ALIASES = {"rss": "drain"}

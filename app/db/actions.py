@@ -71,11 +71,11 @@ WITH target AS (
 CANCEL_JOB = f"""
 WITH target AS (
     SELECT id, attempt_count FROM jobs
-    WHERE id = $1 AND status IN ('queued', 'migrated_to_redis') FOR UPDATE
+    WHERE id = $1 AND status IN ('scheduled', 'queued', 'migrated_to_redis') FOR UPDATE
 ), done AS (
     UPDATE jobs j SET status = 'cancelled', lease_expires_at = NULL, updated_at = now()
     FROM target t
-    WHERE j.id = t.id AND j.status IN ('queued', 'migrated_to_redis')
+    WHERE j.id = t.id AND j.status IN ('scheduled', 'queued', 'migrated_to_redis')
     RETURNING j.id, j.queue_name, j.status, j.attempt_count,
               t.attempt_count AS previous_attempts, 'cancelled' AS action
 ), {LOG_ACTION}

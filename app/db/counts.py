@@ -4,7 +4,7 @@ Terminal statuses (completed, failed, cancelled, discarded) are counted by the t
 of migration 0005: each change appends +1 or -1 to job_count_changes (append-only, so
 concurrent completions never wait on one counter row), and `fold` moves those into
 job_counts. Readers fold first, so their counts are exact; retention folds too, so the
-changes stay few when nobody reads. Live statuses (queued, migrated_to_redis, running)
+changes stay few when nobody reads. Live statuses (scheduled, queued, migrated_to_redis, running)
 are counted from their partial indexes, under a timeout (a huge backlog).
 """
 
@@ -33,8 +33,8 @@ SELECT queue_name, status, n FROM job_counts
 WHERE n <> 0 AND ($1::text[] IS NULL OR queue_name = ANY($1::text[]))
 """
 
-# Each from its partial index: the queued backlog from idx_jobs_queue_migration, the
-# in-flight jobs from idx_jobs_migrated and idx_jobs_running_lease.
+# Each from its partial index: the queued backlog, the in-flight jobs (idx_jobs_migrated,
+# idx_jobs_running_lease) and the jobs not yet due (idx_jobs_scheduled).
 COUNT_LIVE_JOBS = """
 SELECT queue_name, 'queued' AS status, count(*) AS n FROM jobs
 WHERE status = 'queued' GROUP BY queue_name
@@ -44,6 +44,9 @@ WHERE status = 'migrated_to_redis' GROUP BY queue_name
 UNION ALL
 SELECT queue_name, 'running', count(*) FROM jobs
 WHERE status = 'running' GROUP BY queue_name
+UNION ALL
+SELECT queue_name, 'scheduled', count(*) FROM jobs
+WHERE status = 'scheduled' GROUP BY queue_name
 """
 
 # The planner's estimate of jobs by status (as of the last ANALYZE): instant at any size.

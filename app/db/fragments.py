@@ -12,7 +12,7 @@ from typing import Final
 JOB_COLUMNS: Final = (
     "id, queue_name, status, priority, payload, attempt_count, max_attempts, run_at, "
     "started_at, completed_at, failed_at, last_error_message, worker_id, lease_expires_at, "
-    "created_at, updated_at, snooze_count, cancel_requested_at"
+    "created_at, updated_at, snooze_count, cancel_requested_at, concurrency_key"
 )
 
 # The message a worker pops from Redis (the seed's RedisJobPayload), built in PostgreSQL

@@ -11,8 +11,9 @@ attempt_count). The table of every transition is app.jobs.transitions.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -28,8 +29,12 @@ INSERT INTO job_queues (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NO
 
 ACTIVE_QUEUES = "SELECT name FROM job_queues WHERE is_active ORDER BY name"
 
-# One statement locks a batch of due jobs (skipping rows another migrator holds), marks
-# them migrated and builds the Redis message. The caller pushes, then commits: a crash
+# One statement locks a batch of due jobs of each queue named in $1: active queues with
+# room in Redis and no limits. A paused or full queue is not named, so its backlog is
+# never read; the join re-checks the migrator's cached list of queues. Rows another
+# migrator holds are skipped; the statement marks the jobs migrated and builds the Redis
+# message. `queued` jobs are due (future ones are `scheduled`); the run_at test only
+# guards rows written before that rule. The caller pushes, then commits: a crash
 # before the commit leaves the jobs queued (a pushed copy is then dropped by the claim).
 # The move commits asynchronously too: lost in a crash, the jobs are queued again in
 # PostgreSQL while their copies sit in Redis, and those copies are dropped by the claim
@@ -42,15 +47,17 @@ WITH async_commit AS (
     SELECT set_config('synchronous_commit', 'off', true),
            set_config('idle_in_transaction_session_timeout', $3::text, true)
 ), due AS (
-    SELECT j.id
-    FROM jobs j, async_commit
-    WHERE j.status = 'queued'
-      AND j.run_at <= now()
-      AND j.queue_name <> ALL($2::text[])
-      AND j.queue_name IN (SELECT name FROM job_queues WHERE is_active)
-    ORDER BY j.priority, j.created_at
-    LIMIT $1
-    FOR UPDATE OF j SKIP LOCKED
+    SELECT d.id
+    FROM async_commit, unnest($1::text[]) AS q(name)
+    JOIN job_queues jq ON jq.name = q.name AND jq.is_active AND jq.rate_limit IS NULL
+        AND jq.max_running IS NULL AND jq.max_running_per_key IS NULL
+    CROSS JOIN LATERAL (
+        SELECT j.id FROM jobs j
+        WHERE j.queue_name = q.name AND j.status = 'queued' AND j.run_at <= now()
+        ORDER BY j.priority, j.created_at
+        LIMIT $2
+        FOR UPDATE OF j SKIP LOCKED
+    ) d
 )
 UPDATE jobs SET status = 'migrated_to_redis', updated_at = now()
 FROM due
@@ -59,15 +66,27 @@ RETURNING jobs.id, jobs.queue_name, jobs.priority, jobs.attempt_count, jobs.crea
     {REDIS_MESSAGE} AS message
 """
 
-# Seconds until the next queued job of these queues is due (<= 0: one is due now).
-# ORDER BY run_at LIMIT 1 rather than min(run_at): with the queue filter, min() would
-# read every queued row; this walks idx_jobs_queuer in run_at order and stops at the
-# first job of an active queue.
+# Scheduled jobs whose run_at has come become queued (of any queue: a paused queue's
+# stay queued there, unread), oldest run_at first, a batch at a time.
+PROMOTE_DUE_JOBS = """
+WITH due AS (
+    SELECT id FROM jobs
+    WHERE status = 'scheduled' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'queued', updated_at = now()
+FROM due
+WHERE jobs.id = due.id AND jobs.status = 'scheduled'
+RETURNING jobs.id
+"""
+
+# Seconds until the next scheduled job is due (<= 0: one is due now); one index probe.
 SECONDS_UNTIL_NEXT_DUE = """
 SELECT EXTRACT(EPOCH FROM (run_at - now()))::float8
 FROM jobs
-WHERE status = 'queued' AND queue_name <> ALL($1::text[])
-  AND queue_name IN (SELECT name FROM job_queues WHERE is_active)
+WHERE status = 'scheduled'
 ORDER BY run_at
 LIMIT 1
 """
@@ -190,6 +209,18 @@ RETURNING job_id
 """
 
 
+def moved_job(r: Mapping[str, Any]) -> MovedJob:
+    """A row RETURNed by a move statement."""
+    return MovedJob(
+        id=r["id"],
+        queue_name=r["queue_name"],
+        priority=r["priority"],
+        attempt_count=r["attempt_count"],
+        created_at=r["created_at"],
+        message=r["message"],
+    )
+
+
 class JobStore:
     """The hot path's statements over an asyncpg pool."""
 
@@ -210,30 +241,23 @@ class JobStore:
 
     @staticmethod
     async def move_due_jobs(
-        conn: Connection, limit: int, excluded: Sequence[str] = (), idle_timeout: float = 10.0
+        conn: Connection, queues: Sequence[str], limit: int, idle_timeout: float = 10.0
     ) -> list[MovedJob]:
-        """Lock and mark up to `limit` due jobs of active queues not in `excluded` (those
-        full in Redis), inside the caller's open transaction, which PostgreSQL ends if it
-        stays idle longer than `idle_timeout` seconds."""
+        """Lock and mark up to `limit` due jobs of each of these queues, inside the
+        caller's open transaction, which PostgreSQL ends if it stays idle longer than
+        `idle_timeout` seconds (a migrator that hangs between its push and its commit)."""
         rows = await conn.fetch(
-            MOVE_DUE_JOBS, limit, list(excluded), str(max(1, round(idle_timeout * 1000)))
+            MOVE_DUE_JOBS, list(queues), limit, str(max(1, round(idle_timeout * 1000)))
         )
-        return [
-            MovedJob(
-                id=r["id"],
-                queue_name=r["queue_name"],
-                priority=r["priority"],
-                attempt_count=r["attempt_count"],
-                created_at=r["created_at"],
-                message=r["message"],
-            )
-            for r in rows
-        ]
+        return [moved_job(r) for r in rows]
 
-    async def seconds_until_next_due(self, excluded: Sequence[str]) -> float | None:
-        """Seconds until the next queued job of an active queue (not in `excluded`) is
-        due; None if there is none."""
-        value = await self.pool.fetchval(SECONDS_UNTIL_NEXT_DUE, list(excluded))
+    async def promote_due_jobs(self, limit: int) -> int:
+        """scheduled -> queued for up to `limit` jobs whose run_at has come."""
+        return len(await self.pool.fetch(PROMOTE_DUE_JOBS, limit))
+
+    async def seconds_until_next_due(self) -> float | None:
+        """Seconds until the next scheduled job is due; None if there is none."""
+        value = await self.pool.fetchval(SECONDS_UNTIL_NEXT_DUE)
         return None if value is None else float(value)
 
     async def claim(

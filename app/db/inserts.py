@@ -32,13 +32,14 @@ WHERE idempotency_key = ANY($1::text[])
 # one whose idempotency key is taken: the caller tells the two apart.
 INSERT_JOBS = """
 INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
-                  idempotency_key, request_hash)
+                  idempotency_key, request_hash, concurrency_key)
 SELECT i.id, q.name, i.payload::jsonb, COALESCE(i.priority, q.default_priority),
-       COALESCE(i.run_at, now()), i.max_attempts, i.idempotency_key, i.request_hash
+       COALESCE(i.run_at, now()), i.max_attempts, i.idempotency_key, i.request_hash,
+       i.concurrency_key
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
-            $7::text[], $8::text[])
+            $7::text[], $8::text[], $9::text[])
      WITH ORDINALITY AS i(id, queue_name, payload, priority, run_at, max_attempts,
-                          idempotency_key, request_hash, n)
+                          idempotency_key, request_hash, concurrency_key, n)
 JOIN job_queues q ON q.name = i.queue_name
 ORDER BY i.n
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -49,9 +50,9 @@ RETURNING id, status, queue_name, priority, created_at
 # request, measurably cheaper to plan and run (bench: enqueue-one).
 INSERT_ONE_JOB = """
 INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
-                  idempotency_key, request_hash)
+                  idempotency_key, request_hash, concurrency_key)
 SELECT $1::uuid, q.name, $3::text::jsonb, COALESCE($4::int, q.default_priority),
-       COALESCE($5::timestamptz, now()), $6::int, $7::text, $8::text
+       COALESCE($5::timestamptz, now()), $6::int, $7::text, $8::text, $9::text
 FROM job_queues q WHERE q.name = $2::text
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, queue_name, priority, created_at
@@ -107,6 +108,7 @@ async def insert_jobs(
                 job.max_attempts,
                 job.idempotency_key,
                 job.request_hash,
+                job.concurrency_key,
             )
         else:
             rows = await fetch(
@@ -119,6 +121,7 @@ async def insert_jobs(
                 [jobs[i].max_attempts for i in pending],
                 [jobs[i].idempotency_key for i in pending],
                 [jobs[i].request_hash for i in pending],
+                [jobs[i].concurrency_key for i in pending],
             )
         created = {r["id"]: r for r in rows}
         not_inserted: list[int] = []
@@ -196,6 +199,7 @@ class InsertStore:
             priority=job.priority,
             run_at=job.run_at,
             max_attempts=job.max_attempts,
+            concurrency_key=job.concurrency_key,
         )
         (result,) = await self.insert_jobs([row], key_ttl=0)
         return result.job

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -69,6 +70,12 @@ class Base(DeclarativeBase):
 
 class JobQueue(Base):
     __tablename__ = "job_queues"
+    __table_args__ = (
+        CheckConstraint("rate_limit >= 1", name="rate_limit"),
+        CheckConstraint("rate_period > 0", name="rate_period"),
+        CheckConstraint("max_running >= 1", name="max_running"),
+        CheckConstraint("max_running_per_key >= 1", name="max_running_per_key"),
+    )
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     default_priority: Mapped[int] = mapped_column(
@@ -76,6 +83,13 @@ class JobQueue(Base):
     )
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     created: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
+    # Limits (NULL: none): at most rate_limit starts per rate_period seconds; at most
+    # max_running jobs in flight (moved or running); per concurrency_key at most
+    # max_running_per_key. The migrator moves only what may start (app.migrator.limits).
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+    rate_period: Mapped[float] = mapped_column(Float, nullable=False, server_default=text("1.0"))
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    max_running_per_key: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):
@@ -84,15 +98,17 @@ class Job(Base):
         CheckConstraint(_status_check("status", JOB_STATUSES), name="status"),
         CheckConstraint("attempt_count >= 0", name="attempt_count"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
-        # Migrator: due queued jobs in (priority, created_at) order.
+        # Migrator: a queue's due (queued) jobs in (priority, created_at) order; jobs not
+        # yet due are `scheduled` (a trigger sees to it), promoted by run_at.
         Index(
-            "idx_jobs_queuer",
-            "status",
-            "run_at",
+            "idx_jobs_queue_due",
+            "queue_name",
             "priority",
             "created_at",
             postgresql_where=text("status = 'queued'"),
         ),
+        Index("idx_jobs_scheduled", "run_at", postgresql_where=text("status = 'scheduled'")),
+        # The oldest due job of a queue (GET /queues).
         Index(
             "idx_jobs_queue_migration",
             "queue_name",
@@ -101,12 +117,24 @@ class Job(Base):
             "priority",
             postgresql_where=text("status = 'queued'"),
         ),
-        # The same order, read directly: a batch stops after `limit` rows, no sort.
+        # Limits: a key-limited queue's due jobs by key, and a limited queue's jobs in
+        # flight and recent starts (only jobs moved under a limit are `limited`).
         Index(
-            "idx_jobs_due_order",
+            "idx_jobs_queued_keys",
+            "queue_name",
+            "concurrency_key",
             "priority",
             "created_at",
-            postgresql_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued' AND concurrency_key IS NOT NULL"),
+        ),
+        Index(
+            "idx_jobs_limited_in_flight",
+            "queue_name",
+            "concurrency_key",
+            postgresql_where=text("limited AND status IN ('migrated_to_redis', 'running')"),
+        ),
+        Index(
+            "idx_jobs_limited_started", "queue_name", "started_at", postgresql_where=text("limited")
         ),
         # Recovery of popped-but-unclaimed jobs: migrated jobs by the time they moved.
         Index(
@@ -200,6 +228,10 @@ class Job(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(TZ)
     cancel_requested_by: Mapped[str | None] = mapped_column(Text)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # Jobs with the same key run at most max_running_per_key at once (if the queue sets it).
+    concurrency_key: Mapped[str | None] = mapped_column(Text)
+    # Moved under a queue limit: counted by the limit's indexes until it ends.
+    limited: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(TZ, nullable=False, server_default=text("now()"))
 

@@ -30,6 +30,7 @@ class JobRow:
     updated_at: datetime
     snooze_count: int = 0
     cancel_requested_at: datetime | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class NewJob:
     priority: int | None = None
     run_at: datetime | None = None
     max_attempts: int = 3
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,10 @@ class QueueRow:
     default_priority: int
     is_active: bool
     created: datetime
+    rate_limit: int | None = None
+    rate_period: float = 1.0
+    max_running: int | None = None
+    max_running_per_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

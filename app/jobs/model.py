@@ -46,7 +46,14 @@ def _fits_in_utc(value: datetime) -> datetime:
 UtcTime = Annotated[AwareDatetime, AfterValidator(_fits_in_utc)]
 
 JobStatus = Literal[
-    "queued", "migrated_to_redis", "running", "completed", "failed", "cancelled", "discarded"
+    "queued",
+    "migrated_to_redis",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "discarded",
+    "scheduled",
 ]
 
 
@@ -95,6 +102,14 @@ class JobCreate(BaseModel):
     max_attempts: StrictInt = Field(
         3, ge=1, le=MAX_ATTEMPTS_MAX, description="Attempts before failing."
     )
+    concurrency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=KEY_MAX,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Jobs of a queue with max_running_per_key and the same key run at most "
+        "that many at once (e.g. the sending mailbox); ignored by queues without it.",
+    )
 
     @field_validator("run_at", mode="before")
     @classmethod
@@ -130,6 +145,7 @@ class JobToInsert:
     max_attempts: int = 3
     idempotency_key: str | None = None
     request_hash: str | None = None
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

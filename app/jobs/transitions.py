@@ -9,6 +9,9 @@ statement that writes `jobs.status` is missing here; the README's lifecycle tabl
 `lifecycle_markdown()` (a test keeps the two equal).
 
 `None` as a source is a job that does not exist yet; as a target, one that is gone.
+A job written `queued` with a later run_at is stored `scheduled` (a trigger): a retry,
+a snooze or a stall's spread delay lands in `scheduled`, and in `queued` only when it is
+due at once (a zero delay), which the table does not list twice.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ JOB_STATUSES: Final[tuple[JobStatus, ...]] = (
     "failed",
     "cancelled",
     "discarded",
+    "scheduled",
 )
+# `scheduled` is a job not yet due (run_at in the future): a trigger on `jobs`
+# (migration 0005) turns a row written as `queued` with a future run_at into `scheduled`,
+# whichever statement writes it, so `queued` always means due. The migrator promotes it.
 # `failed` is the dead-letter state; an operator may replay it (-> queued) or discard it
 # (-> `discarded`, kept for the record until retention deletes it).
 TERMINAL_STATUSES: Final[tuple[JobStatus, ...]] = ("completed", "failed", "cancelled", "discarded")
@@ -53,10 +60,27 @@ TRANSITIONS: Final = (
     _t(None, "queued", "producer", "inserts:INSERT_ONE_JOB", "a job is created (one)"),
     _t(None, "queued", "producer", "inserts:INSERT_JOBS", "jobs are created (a batch)"),
     _t(None, "queued", "maintenance", "schedules:FIRE_TICK", "a schedule's tick is due"),
+    _t(None, "scheduled", "producer", "inserts:INSERT_ONE_JOB", "created, run_at in the future"),
+    _t(None, "scheduled", "producer", "inserts:INSERT_JOBS", "created, run_at in the future"),
+    _t("scheduled", "queued", "migrator", "hot:PROMOTE_DUE_JOBS", "its run_at has come"),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),
+    _t(
+        "queued",
+        "migrated_to_redis",
+        "migrator",
+        "limits:MOVE_LIMITED_JOBS",
+        "due, within the queue's limits",
+    ),
+    _t(
+        "queued",
+        "migrated_to_redis",
+        "migrator",
+        "limits:MOVE_KEYED_JOBS",
+        "due, within the limits and its key's",
+    ),
     _t("migrated_to_redis", "running", "worker", "hot:CLAIM_JOBS", "popped and claimed"),
     _t("running", "completed", "worker", "hot:COMPLETE_JOBS", "the handler returned"),
-    _t("running", "queued", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),
+    _t("running", "scheduled", "worker", "hot:FAIL_JOBS", "attempt failed, attempts left"),
     _t("running", "failed", "worker", "hot:FAIL_JOBS", "attempt failed, none left"),
     _t("running", "queued", "worker", "hot:RELEASE_JOBS", "handed back on shutdown"),
     _t(
@@ -66,12 +90,12 @@ TRANSITIONS: Final = (
         "outcomes:PERMANENT_FAIL_JOBS",
         "the handler raised PermanentFailure",
     ),
-    _t("running", "queued", "worker", "outcomes:SNOOZE_JOBS", "the handler snoozed"),
+    _t("running", "scheduled", "worker", "outcomes:SNOOZE_JOBS", "the handler snoozed"),
     _t("running", "cancelled", "worker", "outcomes:CANCEL_RUNNING_JOBS", "stopped on a cancel"),
     _t("running", "failed", "worker", "outcomes:SNOOZE_JOBS", "snoozed past MAX_SNOOZES"),
     _t(
         "running",
-        "queued",
+        "scheduled",
         "maintenance",
         "recovery:RESCUE_EXPIRED_LEASES",
         "lease expired: a stall, attempt not spent",
@@ -116,6 +140,7 @@ TRANSITIONS: Final = (
         "cancels:CANCEL_ABANDONED",
         "cancel asked, handed back, moved",
     ),
+    _t("scheduled", "cancelled", "operator", "actions:CANCEL_JOB", "cancel before it is due"),
     _t("completed", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_COMPLETED"),
     _t("cancelled", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_COMPLETED"),
     _t("failed", None, "maintenance", "retention:DELETE_OLD_JOBS", "past RETENTION_FAILED"),

@@ -111,6 +111,8 @@ def request_hash(job: JobCreate) -> str:
     """SHA-256 of the canonical request: the job's fields (sorted keys, run_at in UTC),
     without its idempotency key."""
     fields = {name: getattr(job, name) for name in JobCreate.model_fields}
+    if fields["concurrency_key"] is None:
+        del fields["concurrency_key"]  # hashes of requests made before the field existed hold
     if fields["run_at"] is not None:
         fields["run_at"] = fields["run_at"].astimezone(UTC).isoformat()
     canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
@@ -161,6 +163,7 @@ def to_insert(
         max_attempts=job.max_attempts,
         idempotency_key=idempotency_key,
         request_hash=request_hash(job) if idempotency_key is not None else None,
+        concurrency_key=job.concurrency_key,
     )
 
 

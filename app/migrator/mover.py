@@ -23,6 +23,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from app.db.hot import JobStore
+from app.db.limits import LimitStore, QueueLimits, budget
 from app.db.rows import MovedJob
 from app.job_state import JobStateCache
 from app.keys import Keys
@@ -35,7 +36,7 @@ log = logging.getLogger("hybridq.migrator")
 
 NOTIFY_CHANNEL = "hybridq_jobs_queued"
 # Under back-pressure (a queue full in Redis) nothing notifies us when workers drain
-# it, so look again after this long.
+# it, so look at its Redis depth again after this long (a pass follows once it has room).
 FULL_QUEUE_RECHECK = 0.05
 
 
@@ -43,6 +44,15 @@ FULL_QUEUE_RECHECK = 0.05
 # pushed since (workers only lower it). It asks Redis again when an estimate reaches the
 # bound, and at least this often, for the pushes of other migrators.
 DEPTH_RECHECK = 1.0
+# A limited queue holding back due jobs is looked at again after LIMIT_RECHECK_MIN once
+# it moved something, then 1.5 times later each pass nothing freed up, up to the max.
+LIMIT_RECHECK_MIN = 0.01
+LIMIT_RECHECK_MAX = 0.25
+# A rate-limited queue is moved at the limit's pace, in steps about RATE_TICK apart: it
+# earns rate_limit / rate_period jobs a second of credit, at most RATE_BURST seconds' worth
+# (and at least one job).
+RATE_TICK = 0.05
+RATE_BURST = 0.25
 # Seconds to wait for the LISTEN connection to close politely before dropping it.
 LISTENER_CLOSE_TIMEOUT = 2.0
 
@@ -51,6 +61,8 @@ LISTENER_CLOSE_TIMEOUT = 2.0
 class MoveResult:
     moved: int = 0
     full_queues: list[str] = field(default_factory=list)
+    # Seconds until a limited queue holding back due jobs may move again (None: none).
+    limit_wake: float | None = None
 
 
 class Migrator:
@@ -67,6 +79,7 @@ class Migrator:
         """`commit_delay` is a test hook: seconds to wait between the Redis push and the
         commit, to widen the crash window in fault-injection tests. Production: 0."""
         self.store = store
+        self.limits = LimitStore(store.pool)
         self.redis = redis
         self.keys = keys
         self.settings = settings
@@ -80,44 +93,84 @@ class Migrator:
         # Set while the loop sleeps waiting for a notification or a timer (tests watch it).
         self.asleep = asyncio.Event()
         self.total_moved = 0
+        self.passes = 0  # completed passes of run() (tests watch it)
+        self._queues: list[QueueLimits] = []
         self._depth: dict[str, int] = {}
         self._depth_checked_at = -math.inf
+        self._limit_recheck = LIMIT_RECHECK_MIN
+        # Pace of rate-limited queues: credit in jobs, and when it was last earned.
+        self._credit: dict[str, float] = {}
+        self._paced_at: dict[str, float] = {}
 
     def stop(self) -> None:
         self._stop.set()
 
     async def move_due_jobs(self) -> MoveResult:
-        """Move due jobs in batches until a batch comes back short."""
+        """Promote due scheduled jobs, then move due jobs of every active queue that has
+        room in Redis: unlimited queues in batches until each comes back short, then each
+        limited queue within its limits. A paused or full queue costs no query."""
+        batch = self.settings.migrator_batch_size
+        bound = self.settings.redis_queue_max_depth
+        while await self.store.promote_due_jobs(batch) >= batch:
+            pass
         result = MoveResult()
-        while True:
-            result.full_queues = await self._full_queues()
-            moved = await self._move_batch(result.full_queues)
-            result.moved += moved
-            if moved < self.settings.migrator_batch_size:
-                return result
+        full = await self._full_queues()
+        movable = [q for q in self._queues if q.name not in full]
+        plain = [q.name for q in movable if not q.limited]
+        while plain:
+            per_queue = await self._move_batch(plain)
+            result.moved += sum(per_queue.values())
+            plain = [
+                q for q in plain if per_queue.get(q, 0) >= batch and self._depth.get(q, 0) < bound
+            ]
+        moved_limited = False
+        for q in movable:
+            if q.limited:
+                moved, wake = await self._move_limited(q.name)
+                result.moved += moved
+                moved_limited = moved_limited or moved > 0
+                if wake is not None:
+                    result.limit_wake = min(result.limit_wake or math.inf, wake)
+        # Full now (after this pass's pushes, by the estimates): watched while asleep.
+        result.full_queues = sorted(q for q, d in self._depth.items() if d >= bound)
+        # A limited queue waiting for a slot: look again soon after it moved something,
+        # less and less often while nothing frees up (no busy loop, no notification).
+        if moved_limited:
+            self._limit_recheck = LIMIT_RECHECK_MIN
+        elif result.limit_wake is not None:
+            self._limit_recheck = min(LIMIT_RECHECK_MAX, self._limit_recheck * 1.5)
+        return result
 
     async def _full_queues(self) -> list[str]:
-        """Queues whose Redis lists hold REDIS_QUEUE_MAX_DEPTH jobs: not filled further.
-        (Paused queues are left out by the move itself, in SQL.)"""
+        """Read the active queues and their limits (a paused queue is left out at once),
+        and return those whose Redis lists hold REDIS_QUEUE_MAX_DEPTH jobs: not filled
+        further."""
         bound = self.settings.redis_queue_max_depth
+        self._queues = await self.limits.active_queues()
         stale = time.monotonic() - self._depth_checked_at > DEPTH_RECHECK
-        if stale or any(d >= bound for d in self._depth.values()):
-            queues = await self.store.active_queues()
+        if (
+            stale
+            or any(d >= bound for d in self._depth.values())
+            or self._depth.keys() != {q.name for q in self._queues}
+        ):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for q in queues:
-                    for key in self.keys.queue_lists(q):
+                for q in self._queues:
+                    for key in self.keys.queue_lists(q.name):
                         pipe.llen(key)
                 lengths = await pipe.execute()
-            self._depth = {q: sum(lengths[3 * i : 3 * i + 3]) for i, q in enumerate(queues)}
+            self._depth = {
+                q.name: sum(lengths[3 * i : 3 * i + 3]) for i, q in enumerate(self._queues)
+            }
             self._depth_checked_at = time.monotonic()
         return sorted(q for q, d in self._depth.items() if d >= bound)
 
-    async def _move_batch(self, full: list[str]) -> int:
+    async def _move_batch(self, queues: list[str]) -> dict[str, int]:
+        """One batch of each of these (unlimited) queues; jobs moved per queue."""
         async with self.store.pool.acquire() as conn, conn.transaction():
             jobs = await self.store.move_due_jobs(
                 conn,
+                queues,
                 self.settings.migrator_batch_size,
-                full,
                 idle_timeout=self.settings.move_idle_timeout,
             )
             if jobs:
@@ -126,12 +179,75 @@ class Migrator:
                     await asyncio.sleep(self.commit_delay)
         # Committed: workers waiting on these rows can claim them now. The job hashes and
         # metrics are a cache, written after the commit so as not to hold the rows.
+        return await self._moved(jobs)
+
+    async def _move_limited(self, queue: str) -> tuple[int, float | None]:
+        """Move what this limited queue may start now, under its row lock. Returns the
+        jobs moved and, when due jobs are held back, seconds until it may move again."""
+        batch = self.settings.migrator_batch_size
+        wake: float | None = None
+        async with self.store.pool.acquire() as conn, conn.transaction():
+            limits = await self.limits.lock_queue(conn, queue)
+            if limits is None:
+                return 0, None
+            usage = await self.limits.usage(conn, limits)
+            if not usage.backlog:
+                return 0, None
+            allowed = budget(limits, usage, batch)
+            paced = allowed
+            if limits.rate_limit is not None:
+                # Spread the starts over the period rather than in one burst: a burst
+                # turns every delay between a worker's claim and its handler's start
+                # into starts beyond the limit in some window.
+                paced = min(allowed, self._pace(queue, limits.rate_limit, limits.rate_period))
+                # No credit builds up while the window is what holds the queue back.
+                self._credit[queue] = min(self._credit[queue], float(allowed))
+            jobs = await self.limits.move(conn, limits, paced) if paced else []
+            if jobs:
+                await self._push(jobs)
+            if limits.rate_limit is not None:
+                self._credit[queue] -= len(jobs)
+            if len(jobs) >= batch:
+                wake = 0.0  # more may move at once
+            elif (
+                limits.rate_limit is not None
+                and allowed - len(jobs) <= 0
+                and (limits.rate_limit - usage.started - usage.waiting - len(jobs) <= 0)
+            ):
+                # Nothing may move before the oldest start leaves the window (jobs just
+                # moved start soon: a period from now, about).
+                frees_in = usage.frees_in if usage.frees_in is not None else limits.rate_period
+                wake = max(frees_in, LIMIT_RECHECK_MIN)
+            elif limits.rate_limit is not None and len(jobs) == paced < allowed:
+                # The next step of the pace: when a job's worth of credit is earned.
+                per_second = limits.rate_limit / limits.rate_period
+                wake = max(RATE_TICK, (1 - self._credit[queue]) / per_second)
+            else:
+                wake = self._limit_recheck  # a slot frees when a job ends
+        await self._moved(jobs)
+        return len(jobs), wake
+
+    def _pace(self, queue: str, rate_limit: int, rate_period: float) -> int:
+        """Jobs this rate-limited queue may move now at its pace (credit earned since
+        its last step)."""
+        now = time.monotonic()
+        per_second = rate_limit / rate_period
+        last = self._paced_at.get(queue)
+        cap = max(1.0, per_second * RATE_BURST)
+        earned = cap if last is None else per_second * (now - last)
+        self._paced_at[queue] = now
+        self._credit[queue] = min(cap, self._credit.get(queue, 0.0) + earned)
+        return math.floor(self._credit[queue] + 1e-9)
+
+    async def _moved(self, jobs: list[MovedJob]) -> dict[str, int]:
+        per_queue: dict[str, int] = defaultdict(int)
+        for job in jobs:
+            per_queue[job.queue_name] += 1
         if jobs:
-            await self._after_move(jobs)
-        self.total_moved += len(jobs)
-        if jobs:
+            await self._after_move(jobs, per_queue)
+            self.total_moved += len(jobs)
             log.debug("moved %d jobs to Redis", len(jobs))
-        return len(jobs)
+        return per_queue
 
     async def _push(self, jobs: list[MovedJob]) -> None:
         """One LPUSH per list, each job to the list its priority routes it to, oldest
@@ -150,10 +266,7 @@ class Migrator:
                 pipe.zadd(self.keys.wake_marker(queue), {"1": 0})
             await pipe.execute()
 
-    async def _after_move(self, jobs: list[MovedJob]) -> None:
-        per_queue: dict[str, int] = defaultdict(int)
-        for job in jobs:
-            per_queue[job.queue_name] += 1
+    async def _after_move(self, jobs: list[MovedJob], per_queue: dict[str, int]) -> None:
         for queue, moved in per_queue.items():
             self._depth[queue] = self._depth.get(queue, 0) + moved
         try:
@@ -178,6 +291,7 @@ class Migrator:
                     await self._ensure_listener()
                     result = await self.move_due_jobs()
                     timeout = await self._sleep_time(result)
+                    self.passes += 1
                     backoff.reset()
                 except Exception as exc:
                     delay = backoff.next()
@@ -187,17 +301,47 @@ class Migrator:
                     continue
                 if timeout > 0:
                     self.asleep.set()
-                    await wait_any(self._wake, self._stop, timeout=timeout)
+                    await self._sleep(timeout, result.full_queues)
                     self.asleep.clear()
         finally:
             await self._close_listener()
             log.info("migrator stopped after moving %d jobs", self.total_moved)
 
+    async def _sleep(self, timeout: float, full: list[str]) -> None:
+        """Sleep until woken, stopped or `timeout`; while queues are full in Redis, look
+        at their depths every FULL_QUEUE_RECHECK (Redis only: PostgreSQL is not asked
+        again until one has room), and end the sleep when one has."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, FULL_QUEUE_RECHECK) if full else left
+            await wait_any(self._wake, self._stop, timeout=step)
+            if self._wake.is_set() or self._stop.is_set() or not full:
+                return
+            if not await self._still_full(full):
+                return
+
+    async def _still_full(self, queues: list[str]) -> bool:
+        bound = self.settings.redis_queue_max_depth
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for q in queues:
+                    for key in self.keys.queue_lists(q):
+                        pipe.llen(key)
+                lengths = await pipe.execute()
+        except Exception:
+            return False  # let a pass meet the error and back off
+        depths = [sum(lengths[3 * i : 3 * i + 3]) for i in range(len(queues))]
+        self._depth.update(zip(queues, depths, strict=True))
+        return all(d >= bound for d in depths)
+
     async def _sleep_time(self, result: MoveResult) -> float:
         poll = self.settings.migrator_poll_interval
-        if result.full_queues:
-            poll = min(poll, FULL_QUEUE_RECHECK)
-        seconds = await self.store.seconds_until_next_due(result.full_queues)
+        if result.limit_wake is not None:
+            poll = min(poll, result.limit_wake)
+        seconds = await self.store.seconds_until_next_due()
         if seconds is None:
             return poll
         return max(0.0, min(poll, seconds))

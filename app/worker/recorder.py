@@ -177,16 +177,16 @@ class OutcomeRecorder:
                             pipe, outcome.job_id, outcome.finished_at, outcome.attempt
                         )
                         self._count_outcome(pipe, outcome, "completed")
-                    elif isinstance(outcome, Snoozed) and status == "queued":
+                    elif isinstance(outcome, Snoozed) and status != "failed":
                         # Not a failed attempt: the attempt was given back.
-                        self.state.requeued(pipe, outcome.job_id, outcome.attempt - 1)
+                        self.state.requeued(pipe, outcome.job_id, outcome.attempt - 1, status)
                     else:
                         error = outcome.reason if isinstance(outcome, Snoozed) else outcome.error
                         self.state.failed_attempt(
                             pipe, outcome.job_id, status, error, outcome.attempt
                         )
                         self.metrics.count(pipe, "failed", outcome.queue_name)
-                        kind = "retried" if status == "queued" else "dead_lettered"
+                        kind = "dead_lettered" if status == "failed" else "retried"
                         self._count_outcome(pipe, outcome, kind)
         except Exception:
             # The hash is only a cache of PostgreSQL's state: never fail a job over it.

@@ -47,7 +47,7 @@ async def a_claim_during_a_move(
     try:
         move = migrator.transaction()
         await move.start()
-        moved = await JobStore.move_due_jobs(migrator, 10)
+        moved = await JobStore.move_due_jobs(migrator, [QUEUE], 10)
         assert [m.id for m in moved] == [created.id]
         claim = await claim_waiting_on_the_move(runtime, created.id, observer)
         yield move, claim, created.id

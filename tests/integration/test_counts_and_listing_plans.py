@@ -87,7 +87,12 @@ async def test_counting_live_jobs_reads_partial_indexes_only(runtime: Runtime) -
         await fill_completed(conn, 20_000)
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + COUNT_LIVE_JOBS))
         counts = await runtime.listings.count_jobs(timeout=5.0)
-    for index in ("idx_jobs_queue_migration", "idx_jobs_migrated", "idx_jobs_running_lease"):
+    for index in (
+        "idx_jobs_queue_due",
+        "idx_jobs_migrated",
+        "idx_jobs_running_lease",
+        "idx_jobs_scheduled",
+    ):
         assert any(name in plan for name in index.split("|")), plan
     assert "Seq Scan" not in plan, plan
     assert counts.by_status == {}  # the filling transaction is not committed yet

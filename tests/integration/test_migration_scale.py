@@ -74,7 +74,7 @@ def test_jobs_made_before_the_migration_keep_working(database: str) -> None:
             assert listed == {*old.values(), new}
 
             async with conn.transaction():
-                moved = {r["id"] for r in await conn.fetch(MOVE_DUE_JOBS, 10, [], "10000")}
+                moved = {r["id"] for r in await conn.fetch(MOVE_DUE_JOBS, [QUEUE], 10, "10000")}
             assert moved == {old["queued"], new}
             claimed = await conn.fetch(CLAIM_JOBS, list(moved), "w-1", 30.0, "5000")
             assert len(claimed) == 2

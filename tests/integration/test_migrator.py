@@ -75,7 +75,7 @@ async def test_batches_pick_the_most_urgent_jobs_first(
         await create_job(rt, "t-batch", priority=900)
     migrator = rt.migrator()
     async with rt.pool.acquire() as conn, conn.transaction():
-        first = await rt.store.move_due_jobs(conn, 3)
+        first = await rt.store.move_due_jobs(conn, ["t-batch"], 3)
     assert {j.id for j in first} == set(urgent)
     # The loop goes on in batches until one comes back short.
     result = await migrator.move_due_jobs()
@@ -92,7 +92,7 @@ async def test_future_jobs_and_paused_queues_stay_in_postgres(runtime: Runtime) 
     result = await rt.migrator().move_due_jobs()
 
     assert result.moved == 0
-    assert await job_status(rt, later) == "queued"
+    assert await job_status(rt, later) == "scheduled"
     assert await job_status(rt, paused) == "queued"
     assert await rt.redis.llen(rt.keys.route("t-paused", 100)) == 0
 

@@ -108,13 +108,13 @@ async def test_a_snoozed_job_waits_in_postgresql_until_its_time(
     await rt.worker(burst=True).run()
 
     row = await job_row(rt, job_id)
-    assert (row["status"], row["attempt_count"], row["snooze_count"]) == ("queued", 0, 1)
+    assert (row["status"], row["attempt_count"], row["snooze_count"]) == ("scheduled", 0, 1)
     assert 59 <= (row["run_at"] - before).total_seconds() <= 62
     assert row["last_error_message"] is None  # a snooze is not an error
     # Not due: the migrator moves nothing.
     assert (await rt.migrator().move_due_jobs()).moved == 0
     state = await rt.redis.hgetall(rt.keys.job(str(job_id)))
-    assert (state[b"status"], state[b"attempt_count"]) == (b"queued", b"0")
+    assert (state[b"status"], state[b"attempt_count"]) == (b"scheduled", b"0")
 
 
 async def test_past_max_snoozes_the_job_fails(runtime: Runtime, registry: HandlerRegistry) -> None:
@@ -163,7 +163,7 @@ async def test_outcomes_that_postgresql_could_not_hold_are_made_storable(
     await rt.worker(burst=True).run()
 
     row = await job_row(rt, snoozed)
-    assert row["status"] == "queued"
+    assert row["status"] == "scheduled"  # a year from now
     assert 365 <= (row["run_at"] - datetime.now(UTC)).days <= 366
     row = await job_row(rt, failed)
     assert (row["status"], row["last_error_message"]) == ("failed", "PermanentFailure: nulbyte")

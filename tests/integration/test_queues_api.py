@@ -48,7 +48,7 @@ async def test_list_queues_with_counts_redis_depths_and_oldest_due_age(
     item = await queue_item(client, "t-q-stats")
 
     assert item["default_priority"] == 80 and item["is_active"] is True
-    assert item["counts"] == {"queued": 2, "migrated_to_redis": 1, "completed": 1}
+    assert item["counts"] == {"queued": 1, "scheduled": 1, "migrated_to_redis": 1, "completed": 1}
     assert item["counts_exact"] is True
     # The completed job's copy is still in Redis until a worker pops and drops it.
     assert item["redis_depth"] == {"high": 1, "normal": 0, "low": 1}

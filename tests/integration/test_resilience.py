@@ -128,7 +128,7 @@ async def test_a_move_transaction_left_idle_loses_its_session_and_its_locks(
     try:
         tx = conn.transaction()
         await tx.start()
-        moved = await JobStore.move_due_jobs(conn, 10, [], idle_timeout=0.3)
+        moved = await JobStore.move_due_jobs(conn, ["t-idle"], 10, idle_timeout=0.3)
         assert [m.id for m in moved] == [job_id]
         # The migrator hangs here (its push never ends): PostgreSQL ends the session.
         await wait_for(lambda: _is(rt, job_id, "queued"), timeout=5, what="the rollback")

@@ -38,6 +38,7 @@ DB_MODULES = (
     "queues",
     "retention",
     "schedules",
+    "limits",
 )
 WRITES_JOBS = re.compile(r"\b(UPDATE jobs|INSERT INTO jobs|DELETE FROM jobs)\b")
 
@@ -134,16 +135,45 @@ def ids(jobs: Jobs) -> list[uuid.UUID]:
 
 
 HOUR_AGO = datetime.now(UTC).replace(microsecond=0)
+LATER = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+async def insert_one_now_and_later(conn: Connection, jobs: Jobs) -> None:
+    for run_at in (None, LATER):
+        await conn.fetch(
+            sql("inserts:INSERT_ONE_JOB"),
+            uuid.uuid4(),
+            QUEUE,
+            "{}",
+            None,
+            run_at,
+            3,
+            None,
+            None,
+            None,
+        )
+
 
 RUNNERS: dict[str, Callable[[str], Runner]] = {
-    "inserts:INSERT_ONE_JOB": once(
-        lambda j: (uuid.uuid4(), QUEUE, "{}", None, None, 3, None, None)
-    ),
+    "inserts:INSERT_ONE_JOB": lambda statement: insert_one_now_and_later,
     "inserts:INSERT_JOBS": once(
-        lambda j: ([uuid.uuid4()], [QUEUE], ["{}"], [None], [None], [3], [None], [None])
+        lambda j: (
+            [uuid.uuid4(), uuid.uuid4()],
+            [QUEUE, QUEUE],
+            ["{}", "{}"],
+            [None, None],
+            [None, LATER],
+            [3, 3],
+            [None, None],
+            [None, None],
+            [None, None],
+        )
     ),
     "inserts:RELEASE_EXPIRED_KEYS": once(lambda j: (["k"], 0.0)),
-    "hot:MOVE_DUE_JOBS": once(lambda j: (100, [], "10000")),
+    "hot:MOVE_DUE_JOBS": once(lambda j: ([QUEUE], 100, "10000")),
+    "hot:PROMOTE_DUE_JOBS": once(lambda j: (100,)),
+    "limits:MOVE_LIMITED_JOBS": once(lambda j: (QUEUE, 100)),
+    "limits:MOVE_KEYED_JOBS": once(lambda j: (QUEUE, 100, 1)),
     "hot:CLAIM_JOBS": once(lambda j: (ids(j), WORKER, 30.0, "10000")),
     "hot:RENEW_LEASES": once(lambda j: (ids(j), WORKER, 30.0)),
     "hot:COMPLETE_JOBS": once(

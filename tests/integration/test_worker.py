@@ -169,7 +169,7 @@ async def test_a_failed_attempt_waits_in_postgres_by_run_at(
     assert datetime.now(UTC) - t0 < timedelta(seconds=10)
 
     row = await job_row(rt, job_id)
-    assert row["status"] == "queued"
+    assert row["status"] == "scheduled"  # not due yet: no migrator pass reads it
     assert row["attempt_count"] == 1
     assert row["last_error_message"] == "ValueError: smtp down on attempt 1"
     delay = (row["run_at"] - row["updated_at"]).total_seconds()
@@ -179,7 +179,7 @@ async def test_a_failed_attempt_waits_in_postgres_by_run_at(
     assert log["attempt_number"] == 1
     assert "ValueError: smtp down on attempt 1" in str(log["log_message"])
     state = await rt.redis.hgetall(rt.keys.job(str(job_id)))
-    assert state[b"status"] == b"queued"
+    assert state[b"status"] == b"scheduled"
     assert state[b"last_error"] == b"ValueError: smtp down on attempt 1"
     # Not due yet: the migrator leaves it alone.
     assert (await rt.migrator().move_due_jobs()).moved == 0
@@ -444,7 +444,7 @@ async def test_a_copy_popped_before_the_migrators_commit_is_claimed(
     async with rt.pool.acquire() as conn:
         tr = conn.transaction()
         await tr.start()
-        (moved,) = await rt.store.move_due_jobs(conn, 10)
+        (moved,) = await rt.store.move_due_jobs(conn, ["t-race"], 10)
         await rt.redis.lpush(rt.keys.route("t-race", moved.priority), moved.message)
         worker = asyncio.create_task(rt.worker(burst=True).run())
         await asyncio.sleep(0.3)  # the worker pops the copy and claims: a slow commit

@@ -74,19 +74,20 @@ async def wait_for(
 async def run_until_settled(rt: Runtime, **worker_args: Any) -> None:
     """Migrate and run burst workers until no job is queued-and-due, migrated or running.
 
-    Retries come back as queued jobs with a later run_at, so wait for each to be due.
+    Retries come back as scheduled jobs with a later run_at, so wait for each to be due.
     """
     for _ in range(200):
         await rt.migrator().move_due_jobs()
         await rt.worker(burst=True, **worker_args).run()
         pending = await rt.pool.fetchval(
-            "SELECT count(*) FROM jobs WHERE status IN ('queued', 'migrated_to_redis', 'running')"
+            "SELECT count(*) FROM jobs "
+            "WHERE status IN ('scheduled', 'queued', 'migrated_to_redis', 'running')"
         )
         if not pending:
             return
         wait = await rt.pool.fetchval(
             "SELECT GREATEST(0, EXTRACT(EPOCH FROM min(run_at) - now()))::float8 FROM jobs "
-            "WHERE status = 'queued'"
+            "WHERE status IN ('scheduled', 'queued')"
         )
         if wait:
             await asyncio.sleep(min(wait, 2.0))

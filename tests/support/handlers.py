@@ -11,6 +11,9 @@ import random
 import time
 from pathlib import Path
 
+import orjson
+import redis.asyncio as aioredis
+
 from app.jobs.outcomes import PermanentFailure, Snooze
 from app.registry import Job, handler
 
@@ -80,3 +83,27 @@ async def kills_its_worker_on_the_poison_payload(job: Job) -> None:
     if job.payload.get("poison"):
         os._exit(1)
     await asyncio.sleep(random.uniform(0, 0.01))
+
+
+# Queues with limits (tests/acceptance/test_limits.py): each run is stamped by the
+# handler itself, the ground truth of when jobs started and ended, as JSON
+# [start, end, job id, concurrency key] in the Redis list <REDIS_PREFIX>stamps.
+_stamp_redis: list[aioredis.Redis] = []
+
+
+async def _stamp(job: Job) -> None:
+    start = time.time()
+    seconds = float(job.payload.get("seconds", 0.0))
+    if job.payload.get("hold_first_attempt") and job.attempt > 1:
+        seconds = 0.0
+    if seconds:
+        await asyncio.sleep(seconds)
+    end = time.time()
+    if not _stamp_redis:
+        _stamp_redis.append(aioredis.Redis.from_url(os.environ["REDIS_URL"]))
+    record = orjson.dumps([start, end, str(job.id), job.payload.get("key")])
+    await _stamp_redis[0].rpush(os.environ.get("REDIS_PREFIX", "") + "stamps", record)
+
+
+for _queue in ("t-rate", "t-running", "t-per-key", "t-held"):
+    handler(_queue)(_stamp)

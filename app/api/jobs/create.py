@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Body, Header, status
 from fastapi.responses import JSONResponse
@@ -19,7 +19,7 @@ from app.api.deps import CreatedCounterDep, GroupCommitDep, RuntimeDep
 from app.api.jobs.creation import create_jobs
 from app.api.jobs.examples import CREATE_JOB_EXAMPLES, CREATE_JOB_RESPONSES
 from app.api.jobs.schemas import BatchItemOut, JobBatchIn, JobBatchOut, JobCreated
-from app.jobs.model import KEY_MAX, BatchJob, JobCreate
+from app.jobs.model import KEY_MAX, BatchJob, JobCreate, JobStatus
 from app.jobs.validation import prepare_jobs, seal, to_insert, validate_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -71,7 +71,7 @@ async def create_job(
     assert created is not None
     answer = JobCreated(
         job_id=created.id,
-        status="queued",
+        status=cast(JobStatus, created.status),  # queued, or scheduled if run_at is later
         queue_name=created.queue_name,
         priority=created.priority,
     )
@@ -163,7 +163,7 @@ async def create_batch(
             BatchItemOut(
                 index=index,
                 job_id=result.job.id,
-                status="queued",
+                status=cast(JobStatus, result.job.status),
                 queue_name=result.job.queue_name,
                 priority=result.job.priority,
                 created=result.outcome == "created",

@@ -159,6 +159,7 @@ async def get_job(job_id: uuid.UUID, rt: RuntimeDep) -> JobStatusOut:
         cancel_requested_at=job.cancel_requested_at,
         redis_status=redis_status,
         worker_id=worker_id,
+        concurrency_key=job.concurrency_key,
     )
 
 

@@ -83,6 +83,7 @@ class JobStatusOut(BaseModel):
     )
     redis_status: str = Field(description="Status in the job:<id> hash, or `not_in_redis`.")
     worker_id: str | None
+    concurrency_key: str | None = None
 
 
 _JOB_EXAMPLE: dict[str, Any] = {
@@ -124,6 +125,7 @@ class JobOut(BaseModel):
     failed_at: datetime | None
     last_error_message: str | None
     worker_id: str | None
+    concurrency_key: str | None = None
 
     @classmethod
     def of(cls, row: JobRow) -> JobOut:
@@ -143,6 +145,7 @@ class JobOut(BaseModel):
             failed_at=row.failed_at,
             last_error_message=row.last_error_message,
             worker_id=row.worker_id,
+            concurrency_key=row.concurrency_key,
         )
 
 
@@ -267,7 +270,9 @@ class JobBatchIn(BaseModel):
 class BatchItemOut(BaseModel):
     index: int = Field(description="Position of the item in the request.")
     job_id: uuid.UUID
-    status: JobStatus = Field(description="Status at creation (queued).")
+    status: JobStatus = Field(
+        description="Status at creation: queued, or scheduled (run_at later)."
+    )
     queue_name: str
     priority: int
     created: bool = Field(description="False when an idempotency key found an existing job.")

@@ -31,6 +31,7 @@ from app.api.queues.schemas import (
     QueueUpdate,
     RedisDepths,
 )
+from app.db.queues import LIMIT_FIELDS, QueueLimitSettings
 from app.db.rows import QueueRow
 from app.jobs.errors import FieldError
 from app.observe import redis_depths
@@ -80,6 +81,7 @@ async def list_queues(
             default_priority=q.default_priority,
             is_active=q.is_active,
             created=q.created,
+            **_limits(q),
             counts=counts.by_queue.get(q.name, {}) if counts.exact else None,
             counts_exact=counts.exact,
             redis_depth=RedisDepths(**depths[q.name]),
@@ -97,7 +99,9 @@ async def list_queues(
     summary="Create a queue",
     response_description="The queue as created.",
     description="A queue that jobs may name. Workers run its jobs once a handler is "
-    "registered for it (HANDLER_MODULES).",
+    "registered for it (HANDLER_MODULES). Optional limits: `rate_limit` jobs started per "
+    "`rate_period` seconds, `max_running` at once, `max_running_per_key` at once per "
+    "`concurrency_key`; each across every worker process.",
     responses={
         409: documented(
             MessageOut,
@@ -122,7 +126,13 @@ async def list_queues(
     },
 )
 async def create_queue(body: QueueCreate, rt: RuntimeDep) -> QueueSettingsOut:
-    row = await rt.queues.create_queue(body.name, body.default_priority, body.is_active)
+    limits = QueueLimitSettings(
+        rate_limit=body.rate_limit,
+        rate_period=body.rate_period,
+        max_running=body.max_running,
+        max_running_per_key=body.max_running_per_key,
+    )
+    row = await rt.queues.create_queue(body.name, body.default_priority, body.is_active, limits)
     if row is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"queue {body.name!r} exists")
     return _settings(row)
@@ -131,11 +141,15 @@ async def create_queue(body: QueueCreate, rt: RuntimeDep) -> QueueSettingsOut:
 @router.patch(
     "/{name:path}",
     response_model=QueueSettingsOut,
-    summary="Pause, resume or re-prioritise a queue",
+    summary="Pause, resume, re-prioritise or limit a queue",
     response_description="The queue as it is now.",
     description="`is_active: false` pauses the queue: it keeps accepting jobs, but the "
     "migrator moves none of them to Redis (jobs already in Redis still run). `true` "
-    "resumes it. `default_priority` applies to jobs created afterwards without a priority.",
+    "resumes it. `default_priority` applies to jobs created afterwards without a priority. "
+    "`rate_limit` (starts per `rate_period` seconds), `max_running` and "
+    "`max_running_per_key` (jobs with the same `concurrency_key`) limit the queue across "
+    "every worker from the migrator's next pass; null clears a limit, a field left out "
+    "keeps it.",
     responses={
         404: documented(
             MessageOut,
@@ -156,9 +170,20 @@ async def create_queue(body: QueueCreate, rt: RuntimeDep) -> QueueSettingsOut:
     },
 )
 async def update_queue(name: str, body: QueueUpdate, rt: RuntimeDep) -> QueueSettingsOut:
-    if body.is_active is None and body.default_priority is None:
-        raise FieldError(422, "is_active", "give is_active, default_priority or both", "missing")
-    row = await rt.queues.update_queue(name, body.default_priority, body.is_active)
+    if not body.model_fields_set:
+        raise FieldError(
+            422, "is_active", "give is_active, default_priority or a limit to change", "missing"
+        )
+    if "rate_period" in body.model_fields_set and body.rate_period is None:
+        raise FieldError(422, "rate_period", "must be a number of seconds, not null", "float_type")
+    limits = QueueLimitSettings(
+        rate_limit=body.rate_limit,
+        rate_period=body.rate_period,
+        max_running=body.max_running,
+        max_running_per_key=body.max_running_per_key,
+        given=frozenset(body.model_fields_set & set(LIMIT_FIELDS)),
+    )
+    row = await rt.queues.update_queue(name, body.default_priority, body.is_active, limits)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"queue {name!r} not found")
     return _settings(row)
@@ -170,5 +195,15 @@ def _settings(row: QueueRow) -> QueueSettingsOut:
         "default_priority": row.default_priority,
         "is_active": row.is_active,
         "created": row.created,
+        **_limits(row),
     }
     return QueueSettingsOut(**fields)
+
+
+def _limits(row: QueueRow) -> dict[str, Any]:
+    return {
+        "rate_limit": row.rate_limit,
+        "rate_period": row.rate_period,
+        "max_running": row.max_running,
+        "max_running_per_key": row.max_running_per_key,
+    }

@@ -10,6 +10,39 @@ from app.api.pagination import Page
 from app.jobs.model import PRIORITY_MAX, PRIORITY_MIN
 from app.registry import validate_queue_name
 
+RATE_LIMIT_MAX = 1_000_000
+RATE_PERIOD_MAX = 7 * 86_400.0
+RUNNING_MAX = 1_000_000
+
+
+class QueueLimitFields(BaseModel):
+    """The limits of a queue; null: no such limit (the default)."""
+
+    rate_limit: int | None = Field(
+        None,
+        ge=1,
+        le=RATE_LIMIT_MAX,
+        description="At most this many jobs of the queue start per rate_period, across "
+        "every worker; null: no rate limit.",
+    )
+    rate_period: float = Field(
+        1.0, gt=0, le=RATE_PERIOD_MAX, description="Seconds of the rate limit's window."
+    )
+    max_running: int | None = Field(
+        None,
+        ge=1,
+        le=RUNNING_MAX,
+        description="At most this many jobs of the queue running (or handed to workers) at "
+        "once, across every worker; null: no limit.",
+    )
+    max_running_per_key: int | None = Field(
+        None,
+        ge=1,
+        le=RUNNING_MAX,
+        description="At most this many jobs with the same concurrency_key running at once; "
+        "jobs without a key are not limited by it; null: no limit.",
+    )
+
 
 class RedisDepths(BaseModel):
     high: int
@@ -17,7 +50,7 @@ class RedisDepths(BaseModel):
     low: int
 
 
-class QueueOut(BaseModel):
+class QueueOut(QueueLimitFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -64,11 +97,15 @@ class QueuePage(Page[QueueOut]):
     )
 
 
-class QueueCreate(BaseModel):
+class QueueCreate(QueueLimitFields):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"name": "sms-sending", "default_priority": 80, "is_active": True}]
+            "examples": [
+                {"name": "sms-sending", "default_priority": 80, "is_active": True},
+                {"name": "smtp-provider-a", "rate_limit": 50, "rate_period": 1.0},
+                {"name": "mailbox-warmup", "max_running": 20, "max_running_per_key": 1},
+            ]
         },
     )
 
@@ -87,16 +124,35 @@ class QueueCreate(BaseModel):
 class QueueUpdate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"is_active": False}, {"default_priority": 40}]},
+        json_schema_extra={
+            "examples": [
+                {"is_active": False},
+                {"default_priority": 40},
+                {"rate_limit": 1000, "rate_period": 3600},
+                {"max_running": None},
+            ]
+        },
     )
 
     is_active: StrictBool | None = Field(
         None, description="False pauses the queue, true resumes it."
     )
     default_priority: StrictInt | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    rate_limit: StrictInt | None = Field(
+        None, ge=1, le=RATE_LIMIT_MAX, description="Starts per rate_period; null clears it."
+    )
+    rate_period: float | None = Field(
+        None, gt=0, le=RATE_PERIOD_MAX, description="Seconds of the rate limit's window."
+    )
+    max_running: StrictInt | None = Field(
+        None, ge=1, le=RUNNING_MAX, description="Jobs running at once; null clears it."
+    )
+    max_running_per_key: StrictInt | None = Field(
+        None, ge=1, le=RUNNING_MAX, description="Jobs per concurrency_key at once; null clears it."
+    )
 
 
-class QueueSettingsOut(BaseModel):
+class QueueSettingsOut(QueueLimitFields):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
