@@ -123,7 +123,7 @@ def allowed_actions(status: str) -> list[Action]:
     """The actions the API accepts for a job in `status`."""
     if status == "failed":
         return ["replay", "discard"]
-    if status in ("queued", "migrated_to_redis"):
+    if status in ("scheduled", "queued", "migrated_to_redis"):
         return ["cancel"]
     return []
 
