@@ -51,7 +51,8 @@ async def process_warmup(job: Job) -> None:
     await ctx.warmup.run(job.id, job.attempt, parse(WarmupPayload, job.payload))
 
 
-@handler(DAILY, payload_model=DailyAggregatePayload)
+# Yesterday's (UTC) daily aggregates, every night: a periodic job (app.jobs.schedule).
+@handler(DAILY, payload_model=DailyAggregatePayload, cron="30 0 * * *", payload={})
 @handler(CAMPAIGN, payload_model=CampaignAggregatePayload)
 @handler(BILLING, payload_model=BillingPayload)
 async def run_analytics(job: Job) -> None:
