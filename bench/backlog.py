@@ -31,6 +31,7 @@ from bench.scenarios import (
     _record_drain,
     _wait_ready,
     drain_once,
+    empty_table_drain,
     prepare_backlog,
 )
 
@@ -134,16 +135,7 @@ async def run_backlog(ctx: Ctx) -> None:
         f"{IDLE_SECONDS:g} s with only the migrator running (/proc). Pass: {PASSES} "
         "in-process Migrator.move_due_jobs() + SECONDS_UNTIL_NEXT_DUE, median and p99",
     )
-    empty_drain = res.find("drain", "jobs/s")
-    if empty_drain is None or not empty_drain.values:
-        res.note("backlog", "drain scenario not run: measuring the empty-table drain here")
-        for run in range(ctx.opts.runs):
-            ids = await prepare_backlog(ctx, truncate=True)
-            _record_drain(
-                ctx, "drain", await drain_once(ctx, ids, f"drain{run + 1}", profile=False)
-            )
-        empty_drain = res.find("drain", "jobs/s")
-    assert empty_drain is not None
+    empty_drain = await empty_table_drain(ctx, "backlog")
 
     async with ctx.conn() as conn:
         await reset_jobs(conn)

@@ -693,6 +693,23 @@ async def drain(ctx: Ctx) -> None:
         )
 
 
+async def empty_table_drain(ctx: Ctx, scenario: str) -> Metric:
+    """The `drain` figure on an empty table, measured now unless `drain` ran already
+    (the scenarios that compare a loaded table with it need one)."""
+    res = ctx.results
+    empty_drain = res.find("drain", "jobs/s")
+    if empty_drain is None or not empty_drain.values:
+        res.note(scenario, "drain scenario not run: measuring the empty-table drain here")
+        for run in range(ctx.opts.runs):
+            ids = await prepare_backlog(ctx, truncate=True)
+            _record_drain(
+                ctx, "drain", await drain_once(ctx, ids, f"drain{run + 1}", profile=False)
+            )
+        empty_drain = res.find("drain", "jobs/s")
+    assert empty_drain is not None
+    return empty_drain
+
+
 # --- big table -----------------------------------------------------------------------------
 
 FILL_CHUNK = 500_000
@@ -879,16 +896,7 @@ async def big_table(ctx: Ctx) -> None:
     # The empty-table baseline.
     await prepare_backlog(ctx, truncate=True)
     empty = await _measure_runs(ctx, "empty")
-    empty_drain = res.find("drain", "jobs/s")
-    if empty_drain is None or not empty_drain.values:
-        res.note("big-table", "drain scenario not run: measuring the empty-table drain here")
-        for run in range(ctx.opts.runs):
-            ids = await prepare_backlog(ctx, truncate=True)
-            _record_drain(
-                ctx, "drain", await drain_once(ctx, ids, f"drain{run + 1}", profile=False)
-            )
-        empty_drain = res.find("drain", "jobs/s")
-    assert empty_drain is not None
+    empty_drain = await empty_table_drain(ctx, "big-table")
 
     async with ctx.conn() as conn:
         await reset_jobs(conn)
