@@ -160,7 +160,7 @@ async def run_backlog(ctx: Ctx) -> None:
         batch = settings.migrator_batch_size
         plans = {}
         for name, statement, args in (
-            ("MOVE_DUE_JOBS (served queue)", sql.MOVE_DUE_JOBS, [[QUEUE], batch]),
+            ("MOVE_DUE_JOBS (served queue)", sql.MOVE_DUE_JOBS, [[QUEUE], batch, "10000"]),
             ("PROMOTE_DUE_JOBS", sql.PROMOTE_DUE_JOBS, [batch]),
             ("SECONDS_UNTIL_NEXT_DUE", sql.SECONDS_UNTIL_NEXT_DUE, []),
         ):

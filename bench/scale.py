@@ -120,20 +120,27 @@ async def writes(ctx: Ctx) -> None:
                 [3] * n,
                 [None] * n,
                 [None] * n,
+                [None] * n,  # concurrency_key
             )
         ]
         per_step["insert"] = await _entries_per_index(conn, preds, ids)
         async with conn.transaction():
-            moved = await conn.fetch(hot.MOVE_DUE_JOBS, n, [])
+            moved = await conn.fetch(hot.MOVE_DUE_JOBS, [QUEUE], n, "10000")
         if len(moved) != n:
             raise ScenarioError(f"moved {len(moved)} of {n}")
         per_step["move"] = await _entries_per_index(conn, preds, ids)
-        claimed = await conn.fetch(hot.CLAIM_JOBS, ids, "bench-writes", 60.0)
+        claimed = await conn.fetch(hot.CLAIM_JOBS, ids, "bench-writes", 60.0, "10000")
         if len(claimed) != n:
             raise ScenarioError(f"claimed {len(claimed)} of {n}")
         per_step["claim"] = await _entries_per_index(conn, preds, ids)
         done = await conn.fetch(
-            hot.COMPLETE_JOBS, ids, [1] * n, [now] * n, [now] * n, "bench-writes"
+            hot.COMPLETE_JOBS,
+            ids,
+            [1] * n,
+            [now] * n,
+            [now] * n,
+            "bench-writes",
+            [{c["id"]: c["lease_token"] for c in claimed}[i] for i in ids],
         )
         if len(done) != n:
             raise ScenarioError(f"completed {len(done)} of {n}")

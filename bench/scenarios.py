@@ -710,6 +710,10 @@ async def empty_table_drain(ctx: Ctx, scenario: str) -> Metric:
     return empty_drain
 
 
+# The move's idle timeout and the claim's lock timeout (ms) in the statements run here.
+IDLE_MS = "10000"
+
+
 # --- big table -----------------------------------------------------------------------------
 
 FILL_CHUNK = 500_000
@@ -806,24 +810,30 @@ async def _explain_worker_statements(
     try:
         moved: list[uuid.UUID] = []
         while True:
-            rows = await conn.fetch(sql.MOVE_DUE_JOBS, [QUEUE], batch)
+            rows = await conn.fetch(sql.MOVE_DUE_JOBS, [QUEUE], batch, IDLE_MS)
             moved += [r["id"] for r in rows]
             if len(rows) < batch:
                 break
         ids = moved[:10]
         worker = "bench-explain"
-        claim = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql.CLAIM_JOBS, ids, worker, 30.0)
+        claim = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS) " + sql.CLAIM_JOBS, ids, worker, 30.0, IDLE_MS
+        )
         plans[f"CLAIM_JOBS (10 ids, {len(moved)} jobs migrated_to_redis)"] = "\n".join(
             r[0] for r in claim
         )
         now = [datetime.now(UTC)] * len(ids)
+        # EXPLAIN ANALYZE ran the claim: these are attempt 1, running, with a new token.
+        rows = await conn.fetch("SELECT id, lease_token FROM jobs WHERE id = ANY($1)", ids)
+        tokens = {r["id"]: r["lease_token"] for r in rows}
         done = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS) " + sql.COMPLETE_JOBS,
             ids,
-            [1] * len(ids),  # EXPLAIN ANALYZE ran the claim: these are attempt 1, running
+            [1] * len(ids),
             now,
             now,
             worker,
+            [tokens[i] for i in ids],
         )
         plans["COMPLETE_JOBS (10 jobs)"] = "\n".join(r[0] for r in done)
     finally:
@@ -839,7 +849,7 @@ async def measure_hot_queries(ctx: Ctx, label: str) -> dict[str, float]:
         batch = int(ctx.env.overrides.get("MIGRATOR_BATCH_SIZE", "500"))
         reps = ctx.opts.query_reps
         move_ms, move_plan, due_ms = await _explain_ms(
-            conn, sql.MOVE_DUE_JOBS, [queues, batch], reps, subplan="CTE due"
+            conn, sql.MOVE_DUE_JOBS, [queues, batch, IDLE_MS], reps, subplan="CTE due"
         )
         # ~20 µs: at that scale one EXPLAIN's timing wobbles by a quarter from run to run
         # (same plan, same 5 buffers); many more samples for a stable median.
