@@ -19,8 +19,8 @@ from app.db.rows import CancelledRun, FailureResult, PermanentFailed, Snoozed
 PERMANENT_FAIL_JOBS = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                         $5::text[])
-        AS t(id, attempt, started, finished, error)
+                         $5::text[], $7::uuid[])
+        AS t(id, attempt, started, finished, error, token)
 ), done AS (
     UPDATE jobs j SET
         status = 'failed',
@@ -30,7 +30,8 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $6
-      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
+      AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
+      AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, i.attempt, i.started, i.finished, i.error
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, worker_id,
@@ -48,8 +49,8 @@ SELECT id, status, run_at FROM done
 SNOOZE_JOBS = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                         $5::float8[], $6::text[])
-        AS t(id, attempt, started, finished, seconds, reason)
+                         $5::float8[], $6::text[], $9::uuid[])
+        AS t(id, attempt, started, finished, seconds, reason, token)
 ), done AS (
     UPDATE jobs j SET
         status = CASE WHEN j.snooze_count >= $7 THEN 'failed' ELSE 'queued' END,
@@ -67,7 +68,8 @@ WITH input AS (
         updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $8
-      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NULL
+      AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
+      AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, j.snooze_count, j.last_error_message,
               i.attempt, i.started, i.finished, i.seconds, i.reason
 ), logged AS (
@@ -88,13 +90,15 @@ SELECT id, status, run_at FROM done
 # request is on the row); the log row names who asked, and why.
 CANCEL_RUNNING_JOBS = """
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[])
-        AS t(id, attempt, started, finished)
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
+                         $6::uuid[])
+        AS t(id, attempt, started, finished, token)
 ), done AS (
     UPDATE jobs j SET status = 'cancelled', lease_expires_at = NULL, updated_at = now()
     FROM input i
     WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $5
-      AND j.attempt_count = i.attempt AND j.cancel_requested_at IS NOT NULL
+      AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
+      AND j.cancel_requested_at IS NOT NULL
     RETURNING j.id, j.status, j.run_at, j.cancel_requested_by, j.cancel_reason,
               i.attempt, i.started, i.finished
 ), logged AS (
@@ -128,6 +132,7 @@ class OutcomeStore:
             [f.finished_at for f in failed],
             [f.error for f in failed],
             worker_id,
+            [f.token for f in failed],
         )
         return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
 
@@ -148,6 +153,7 @@ class OutcomeStore:
             [s.reason for s in snoozed],
             max_snoozes,
             worker_id,
+            [s.token for s in snoozed],
         )
         return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
 
@@ -164,5 +170,6 @@ class OutcomeStore:
             [s.started_at for s in stopped],
             [s.finished_at for s in stopped],
             worker_id,
+            [s.token for s in stopped],
         )
         return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]

@@ -171,6 +171,7 @@ class PermanentFailed:
     finished_at: datetime
     error: str
     queue_name: str = ""  # for metrics only
+    token: uuid.UUID | None = None  # the claim's fencing token
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,7 @@ class Snoozed:
     seconds: float
     reason: str
     queue_name: str = ""  # for metrics only
+    token: uuid.UUID | None = None  # the claim's fencing token
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +230,7 @@ class CancelledRun:
     started_at: datetime
     finished_at: datetime
     queue_name: str = ""  # for metrics only
+    token: uuid.UUID | None = None  # the claim's fencing token
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ def reported_outcome(
             seconds=min(reported.seconds, SNOOZE_MAX_SECONDS),
             reason=_text(reported.reason or "snoozed"),
             queue_name=job.queue_name,
+            token=claim.token,
         )
     message = str(reported) or "permanent failure"
     return PermanentFailed(
@@ -53,6 +54,7 @@ def reported_outcome(
         finished_at=finished,
         error=_text(f"PermanentFailure: {message}"),
         queue_name=job.queue_name,
+        token=claim.token,
     )
 
 
@@ -70,7 +72,9 @@ def outcome_of(
     """The outcome of one run: stopped by a cancel (whatever the handler did after it),
     an outcome the handler reported, a success, or a failed attempt."""
     if cancelled:
-        return CancelledRun(job.id, claim.attempt, started, finished, job.queue_name)
+        return CancelledRun(
+            job.id, claim.attempt, started, finished, job.queue_name, token=claim.token
+        )
     if reported is not None:
         return reported_outcome(reported, claim, job, started, finished)
     if error is None:

@@ -132,7 +132,9 @@ class OutcomeRecorder:
         late = [o for o in refused if not isinstance(o, CancelledRun)]
         if late:
             runs = [
-                CancelledRun(o.job_id, o.attempt, o.started_at, o.finished_at, o.queue_name)
+                CancelledRun(
+                    o.job_id, o.attempt, o.started_at, o.finished_at, o.queue_name, o.token
+                )
                 for o in late
             ]
             status = _statuses(await self.outcomes.cancel_running(wid, runs))

@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.db.hot import JobStore
-from app.db.rows import Failure, FailureResult, Success
+from app.db.outcomes import OutcomeStore
+from app.db.rows import Failure, FailureResult, PermanentFailed, Snoozed, Success
 from app.job_state import JobStateCache
 from app.main import create_app
 from app.redis_batch import redis_batch
@@ -333,6 +334,32 @@ async def test_the_fence_holds_when_worker_and_attempt_repeat_after_a_lost_claim
     assert await rt.store.complete("w-1", [Success(job_id, 1, now, now, "", second.token)]) == {
         job_id
     }
+
+
+async def test_snoozes_and_permanent_failures_are_fenced_by_the_token_too(
+    runtime: Runtime,
+) -> None:
+    """The same repeat as above, for the outcomes a handler reports: the first run's
+    snooze or permanent failure cannot land on the second run."""
+    rt = runtime
+    outcomes = OutcomeStore(rt.pool)
+    await add_queue(rt, "t-token-outcomes")
+    job_id = await create_job(rt, "t-token-outcomes")
+    await rt.migrator().move_due_jobs()
+    (first,) = await rt.store.claim([job_id], "w-1", 30)
+    await rt.pool.execute(  # the claim's asynchronous commit is lost
+        "UPDATE jobs SET status = 'migrated_to_redis', attempt_count = 0 WHERE id = $1", job_id
+    )
+    (second,) = await rt.store.claim([job_id], "w-1", 30)
+    now = datetime.now(UTC)
+    stale = PermanentFailed(job_id, 1, now, now, "gone", token=first.token)
+    assert await outcomes.fail_permanently("w-1", [stale]) == []
+    late = Snoozed(job_id, 1, now, now, 5.0, "later", token=first.token)
+    assert await outcomes.snooze("w-1", [late], 3) == []
+    assert await job_status(rt, job_id) == "running"
+    current = Snoozed(job_id, 1, now, now, 5.0, "later", token=second.token)
+    (result,) = await outcomes.snooze("w-1", [current], 3)
+    assert result.status == "scheduled"
 
 
 async def test_an_idle_worker_survives_redis_forgetting_its_scripts(

@@ -207,6 +207,7 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
             [HOUR_AGO] * len(j),
             ["gone"] * len(j),
             WORKER,
+            [None] * len(j),
         )
     ),
     "outcomes:SNOOZE_JOBS": None,  # type: ignore[dict-item]  # needs snoozed jobs: below
@@ -248,6 +249,7 @@ async def snooze(conn: Connection, jobs: Jobs) -> None:
         ["later"] * n,
         1,
         WORKER,
+        [None] * n,
     )
 
 
@@ -269,6 +271,7 @@ async def cancel_running(conn: Connection, jobs: Jobs) -> None:
         [HOUR_AGO] * n,
         [HOUR_AGO] * n,
         WORKER,
+        [None] * n,
     )
 
 
