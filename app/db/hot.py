@@ -19,7 +19,7 @@ import asyncpg
 
 from app.db.fragments import JOB_COLUMNS, REDIS_MESSAGE, RETRY_OR_FAIL, RETRY_OR_FAIL_NOTE
 from app.db.pool import Connection
-from app.db.rows import Claim, Failure, FailureResult, JobRow, MovedJob, Success
+from app.db.rows import Claim, Failure, FailureResult, JobRow, MovedJob, Success, failure_results
 
 GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
 
@@ -326,7 +326,7 @@ class JobStore:
             worker_id,
             [f.token for f in failed],
         )
-        return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
+        return failure_results(rows)
 
     async def release(
         self, worker_id: str, jobs: Sequence[tuple[uuid.UUID, int, datetime]]

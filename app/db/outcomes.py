@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from app.db.rows import CancelledRun, FailureResult, PermanentFailed, Snoozed
+from app.db.rows import CancelledRun, FailureResult, PermanentFailed, Snoozed, failure_results
 
 # running -> failed whatever attempts are left.
 PERMANENT_FAIL_JOBS = """
@@ -134,7 +134,7 @@ class OutcomeStore:
             worker_id,
             [f.token for f in failed],
         )
-        return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
+        return failure_results(rows)
 
     async def snooze(
         self, worker_id: str, snoozed: Sequence[Snoozed], max_snoozes: int
@@ -155,7 +155,7 @@ class OutcomeStore:
             worker_id,
             [s.token for s in snoozed],
         )
-        return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
+        return failure_results(rows)
 
     async def cancel_running(
         self, worker_id: str, stopped: Sequence[CancelledRun]
@@ -172,4 +172,4 @@ class OutcomeStore:
             worker_id,
             [s.token for s in stopped],
         )
-        return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
+        return failure_results(rows)

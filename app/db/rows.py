@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,6 +97,11 @@ class FailureResult:
     job_id: uuid.UUID
     status: str  # "queued" (a retry is scheduled) or "failed" (attempts exhausted)
     run_at: datetime
+
+
+def failure_results(rows: Iterable[Any]) -> list[FailureResult]:
+    """The rows `id, status, run_at` that the outcome statements return."""
+    return [FailureResult(job_id=r["id"], status=r["status"], run_at=r["run_at"]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
