@@ -14,6 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
+from app.counts_cache import CountsCache
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
 from app.db.cancels import CancelStore
@@ -106,6 +107,9 @@ class Runtime:
     retention: RetentionStore
     schedules: ScheduleStore
     cancels: CancelStore
+    # The job counts by status that /metrics, /queues, /health/queues and the dashboard
+    # share (app.counts_cache).
+    counts: CountsCache
 
     def worker(self, **overrides: object) -> Worker:
         return Worker(
@@ -176,6 +180,11 @@ async def open_runtime(
         command_timeout=settings.db_command_timeout,
     )
     redis = make_redis(settings)
+    listings = ListingStore(pool)
+    counts = CountsCache(
+        lambda: listings.count_jobs(timeout=settings.stats_timeout),
+        max_age=settings.stats_max_age,
+    )
     try:
         store = JobStore(pool)
         schedules = ScheduleStore(pool)
@@ -199,13 +208,15 @@ async def open_runtime(
             recovery=RecoveryStore(pool),
             inserts=InsertStore(pool),
             actions=ActionStore(pool),
-            listings=ListingStore(pool),
+            listings=listings,
             queues=QueueStore(pool),
             retention=RetentionStore(pool),
             schedules=schedules,
             cancels=CancelStore(pool),
+            counts=counts,
         )
     finally:
+        await counts.close()
         await redis.aclose()
         await pool.close()
 

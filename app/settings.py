@@ -304,6 +304,13 @@ class Settings(BaseSettings):
         description="Seconds a job count by status may take (health, queues, metrics) "
         "before estimates are shown instead.",
     )
+    stats_max_age: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds the job counts by status of /metrics, /queues, "
+        "/health/queues and the dashboard may be old: a process counts at most once at a "
+        "time and shares the result while it is younger (0: count at every request).",
+    )
 
     # Retention
     retention_completed: int = Field(

@@ -1,10 +1,10 @@
 """GET /metrics in the Prometheus text format.
 
 Counters and histograms are read from Redis, where every process (API, migrators,
-workers on any machine) adds to them; gauges are computed now: jobs by queue and status
-in PostgreSQL (under STATS_TIMEOUT), Redis list depths and live workers. A fresh
-registry with one custom collector renders the snapshot, so nothing is kept in this
-process between scrapes.
+workers on any machine) adds to them; gauges are computed now (Redis list depths, live
+workers), but for jobs by queue and status in PostgreSQL, which come from the process's
+shared snapshot of counts (app.counts_cache: at most STATS_MAX_AGE old, its age a gauge of
+its own). A fresh registry with one custom collector renders one scrape's readings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from app.api.common import UNAVAILABLE_EXAMPLES, MessageOut, documented
 from app.api.deps import RuntimeDep
 from app.circuit import CircuitState, circuit_states
-from app.db.rows import JobCounts
+from app.counts_cache import CountsSnapshot
 from app.metrics import COUNTERS, HISTOGRAMS, StoredMetrics, read_stored_metrics
 from app.observe import LiveWorkers, live_workers, redis_depths
 
@@ -48,13 +48,15 @@ class SnapshotCollector(Collector):
     def __init__(
         self,
         stored: StoredMetrics,
-        counts: JobCounts,
+        snapshot: CountsSnapshot,
+        counts_age: float,
         depths: dict[str, dict[str, int]],
         workers: LiveWorkers,
         circuits: list[CircuitState] | None = None,
     ) -> None:
         self.stored = stored
-        self.counts = counts
+        self.counts = snapshot.counts
+        self.counts_age = counts_age
         self.depths = depths
         self.workers = workers
         self.circuits = circuits or []
@@ -93,6 +95,12 @@ class SnapshotCollector(Collector):
             "hybridq_job_counts_exact",
             "1 if the job counts of this scrape are exact, 0 if they are estimates.",
             value=1 if self.counts.exact else 0,
+        )
+        yield GaugeMetricFamily(
+            "hybridq_job_counts_age_seconds",
+            "Seconds since the count of hybridq_jobs and hybridq_jobs_by_status began "
+            "(shared by the process's requests for up to STATS_MAX_AGE).",
+            value=self.counts_age,
         )
         depth = GaugeMetricFamily(
             "hybridq_redis_queue_depth",
@@ -136,8 +144,9 @@ class SnapshotCollector(Collector):
     description="Counters (jobs created, migrated, started, completed, failed, retried, "
     "dead-lettered, replayed, cancelled, discarded) and histograms (wait time from run_at "
     "to start; run duration), by queue, totalled across every process through Redis; "
-    "gauges of jobs in PostgreSQL by queue and status, Redis list depths, live "
-    "workers and circuit breakers that are not healthy, computed at the scrape.",
+    "gauges of Redis list depths, live workers and circuit breakers that are not "
+    "healthy, computed at the scrape, and of jobs in PostgreSQL by queue and status, "
+    "counted at most STATS_MAX_AGE seconds ago (hybridq_job_counts_age_seconds).",
     response_class=Response,
     responses={
         200: {
@@ -149,11 +158,12 @@ class SnapshotCollector(Collector):
 )
 async def metrics(rt: RuntimeDep) -> Response:
     stored = await read_stored_metrics(rt.redis, rt.keys)
-    counts = await rt.listings.count_jobs(timeout=rt.settings.stats_timeout)
+    snapshot = await rt.counts.get()
     queues = [q.name for q in await rt.queues.list_queues(after=None, limit=10_000)]
     depths = await redis_depths(rt.redis, rt.keys, queues)
     workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
     circuits = await circuit_states(rt.redis, rt.keys)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(stored, counts, depths, workers, circuits))
+    age = rt.counts.age_of(snapshot)
+    registry.register(SnapshotCollector(stored, snapshot, age, depths, workers, circuits))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

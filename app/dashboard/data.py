@@ -237,11 +237,12 @@ class DashboardData:
         return depths, hour, int(live), None
 
     async def _table_by_status(self) -> tuple[dict[str, int], bool]:
-        """Jobs by status in the whole table: exact while the table is small, else the
-        planner's estimates (as of the last ANALYZE)."""
+        """Jobs by status in the whole table: exact while the table is small (the
+        process's shared snapshot, app.counts_cache), else the planner's estimates (as of
+        the last ANALYZE)."""
         if await queries.table_rows_estimate(self.rt.pool) >= queries.EXACT_TOTALS_BELOW:
             return await queries.estimate_by_status(self.rt.pool), False
-        counts = await self.rt.listings.count_jobs(timeout=0.1)
+        counts = (await self.rt.counts.get()).counts
         return counts.by_status, counts.exact
 
     # --- charts ---------------------------------------------------------------------

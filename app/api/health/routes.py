@@ -81,14 +81,16 @@ async def ready(rt: RuntimeDep, request: Request) -> JSONResponse:
     response_description="Redis, queue depths, live workers and job counts.",
     description="Redis (ping, memory used, connected clients), the depth of every queue's "
     "Redis lists, the workers with a live heartbeat (from the heartbeat index: no key "
-    "scan), the jobs by status in PostgreSQL (estimates if counting takes longer than "
-    "STATS_TIMEOUT) and the circuit breakers that are open or counting failures. A Redis "
-    "outage is reported in `redis`, not as an error.",
+    "scan), the jobs by status in PostgreSQL (as of `jobs_counted_at`, at most "
+    "STATS_MAX_AGE seconds ago; estimates if counting takes longer than STATS_TIMEOUT) "
+    "and the circuit breakers that are open or counting failures. A Redis outage is "
+    "reported in `redis`, not as an error.",
     responses={503: documented(MessageOut, "PostgreSQL is unavailable.", UNAVAILABLE_EXAMPLES)},
 )
 async def queue_health(rt: RuntimeDep) -> QueueHealthOut:
     queues = [q.name for q in await rt.queues.list_queues(after=None, limit=10_000)]
-    counts = await rt.listings.count_jobs(timeout=rt.settings.stats_timeout)
+    snapshot = await rt.counts.get()
+    counts = snapshot.counts
     depths: dict[str, int] = {}
     workers = WorkersHealth(active_workers=0, worker_ids=[])
     circuits: list[CircuitState] = []
@@ -116,5 +118,6 @@ async def queue_health(rt: RuntimeDep) -> QueueHealthOut:
         workers=workers,
         jobs=counts.by_status,
         jobs_exact=counts.exact,
+        jobs_counted_at=snapshot.counted_at,
         circuit_breakers=circuits,
     )

@@ -109,6 +109,7 @@ class QueueHealthOut(BaseModel):
                     "workers": {"active_workers": 1, "worker_ids": ["host-1234-5f2a9c1b"]},
                     "jobs": {"queued": 12, "completed": 9000, "failed": 3},
                     "jobs_exact": True,
+                    "jobs_counted_at": "2026-11-30T09:15:02.125Z",
                     "circuit_breakers": [
                         {
                             "kind": "smtp",
@@ -132,6 +133,10 @@ class QueueHealthOut(BaseModel):
     jobs_exact: bool = Field(
         description="False: the count took longer than STATS_TIMEOUT and `jobs` holds the "
         "planner's estimates."
+    )
+    jobs_counted_at: datetime = Field(
+        description="When the count of `jobs` began: the counts are as of then (at most "
+        "STATS_MAX_AGE seconds ago; the process shares one count between requests)."
     )
     circuit_breakers: list[CircuitState] = Field(
         default_factory=list,

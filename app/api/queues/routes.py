@@ -45,8 +45,9 @@ router = APIRouter(prefix="/queues", tags=["queues"])
     summary="List queues",
     response_description="One page of queues with their counts and Redis depths.",
     description="Every queue (by name; page with `cursor`) with its default_priority and "
-    "is_active, its jobs by status in PostgreSQL (exact, or null when counting takes longer "
-    "than STATS_TIMEOUT), the depth of its three Redis lists and the age of its oldest due "
+    "is_active, its jobs by status in PostgreSQL (exact as of `counted_at`, at most "
+    "STATS_MAX_AGE seconds ago, or null when counting takes longer than STATS_TIMEOUT), "
+    "the depth of its three Redis lists and the age of its oldest due "
     "job not yet started.",
     responses={
         422: documented(
@@ -72,7 +73,8 @@ async def list_queues(
     rows = await rt.queues.list_queues(after=decode_name_cursor(cursor), limit=limit + 1)
     queues, last = page_of(rows, limit)
     names = [q.name for q in queues]
-    counts = await rt.listings.count_jobs(timeout=rt.settings.stats_timeout, queue_names=names)
+    snapshot = await rt.counts.get()
+    counts = snapshot.counts
     ages = await rt.listings.oldest_due_ages(names)
     depths = await redis_depths(rt.redis, rt.keys, names)
     items = [
@@ -84,6 +86,7 @@ async def list_queues(
             **_limits(q),
             counts=counts.by_queue.get(q.name, {}) if counts.exact else None,
             counts_exact=counts.exact,
+            counted_at=snapshot.counted_at,
             redis_depth=RedisDepths(**depths[q.name]),
             oldest_due_age_seconds=ages.get(q.name),
         )

@@ -61,6 +61,7 @@ class QueueOut(QueueLimitFields):
                     "created": "2026-11-28T08:00:00Z",
                     "counts": {"queued": 1200, "migrated_to_redis": 500, "completed": 98000},
                     "counts_exact": True,
+                    "counted_at": "2026-11-30T09:15:02.125Z",
                     "redis_depth": {"high": 12, "normal": 480, "low": 8},
                     "oldest_due_age_seconds": 2.4,
                 }
@@ -77,6 +78,10 @@ class QueueOut(QueueLimitFields):
         "STATS_TIMEOUT."
     )
     counts_exact: bool
+    counted_at: datetime = Field(
+        description="When the count began: the counts are as of then (at most "
+        "STATS_MAX_AGE seconds ago; the process shares one count between requests)."
+    )
     redis_depth: RedisDepths = Field(description="Length of each of its three Redis lists.")
     oldest_due_age_seconds: float | None = Field(
         description="Age of its oldest due job not yet started (queued and due, or waiting "
