@@ -11,7 +11,9 @@ evaluated on the rows), cross-checked by the growth of the indexes' tuple counts
 `listings`: a month-like table (`--big-table-rows`, default 10,000,000: mostly
 completed, some failed and cancelled, a queued backlog, seven queues of unequal size),
 then 50 timed calls of each operator endpoint after 6 untimed ones (so a prepared
-statement has had the chance to switch to a generic plan).
+statement has had the chance to switch to a generic plan), and one count of jobs by
+status timed apart (what /metrics, /queues and /health/queues share per process, at most
+once per STATS_MAX_AGE).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 from uuid_utils.compat import uuid7
 
 from app.db import hot
+from app.db.counts import count_jobs
 from app.db.inserts import INSERT_JOBS
 from bench.env import (
     ScenarioError,
@@ -262,6 +265,7 @@ LISTING_CALLS = (
 )
 WARMUP_CALLS = 6
 TIMED_CALLS = 50
+COUNT_RUNS = 20
 
 
 async def listings(ctx: Ctx) -> None:
@@ -276,13 +280,24 @@ async def listings(ctx: Ctx) -> None:
         await conn.execute("VACUUM (ANALYZE) jobs", timeout=3600)
         vacuum_s = time.perf_counter() - t0
         size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('jobs'))")
+        # What /metrics, /queues and /health/queues share (app.counts_cache): one count.
+        count_ms = []
+        for _ in range(COUNT_RUNS):
+            t0 = time.perf_counter()
+            await count_jobs(conn, timeout=5.0)
+            count_ms.append((time.perf_counter() - t0) * 1000)
+        res.metric("listings", "one count of jobs by status (count_jobs) p50", "ms").values.append(
+            statistics.median(count_ms)
+        )
     res.note(
         "listings",
         f"jobs filled with {m:,} rows over 30 days ({fill_s:.0f} s; VACUUM ANALYZE "
         f"{vacuum_s:.0f} s; {size} with indexes); terminal: {counts}; queues "
         f"{', '.join(f'{q} {w}%' for q, w in MONTH_QUEUES)}. API alone (`python -m app`, "
         f"migrator and worker off, AUTH_ENABLED=false); per endpoint {WARMUP_CALLS} "
-        f"untimed calls, then {TIMED_CALLS} timed one after another (httpx, keep-alive)",
+        f"untimed calls, then {TIMED_CALLS} timed one after another (httpx, keep-alive); "
+        "/metrics, /queues and /health/queues answer from the process's shared count of "
+        "jobs by status (STATS_MAX_AGE, app.counts_cache), timed apart as one count",
     )
     port = free_port()
     env = ctx.env.service_env(EMBED_MIGRATOR="false", EMBED_WORKER="false", AUTH_ENABLED="false")
