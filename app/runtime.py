@@ -25,6 +25,7 @@ from app.db.queues import QueueStore
 from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
 from app.db.schedules import ScheduleStore
+from app.direct import DirectPush
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.cancels import AbandonedCancels
@@ -176,6 +177,7 @@ async def open_runtime(
         command_timeout=settings.db_command_timeout,
     )
     redis = make_redis(settings)
+    direct: DirectPush | None = None
     try:
         store = JobStore(pool)
         schedules = ScheduleStore(pool)
@@ -188,16 +190,29 @@ async def open_runtime(
             declared, [cipher.encrypt(s.queue_name, s.payload) for s in declared]
         )
         await warn_if_redis_can_evict(redis)
+        keys = Keys(settings.redis_prefix)
+        direct = (
+            DirectPush(
+                pool,
+                redis,
+                keys,
+                max_depth=settings.redis_queue_max_depth,
+                visibility_timeout=settings.visibility_timeout,
+                job_hash_ttl=settings.job_hash_ttl,
+            )
+            if settings.direct_push
+            else None
+        )
         yield Runtime(
             settings=settings,
             pool=pool,
             redis=redis,
-            keys=Keys(settings.redis_prefix),
+            keys=keys,
             registry=registry,
             cipher=cipher,
             store=store,
             recovery=RecoveryStore(pool),
-            inserts=InsertStore(pool),
+            inserts=InsertStore(pool, direct),
             actions=ActionStore(pool),
             listings=ListingStore(pool),
             queues=QueueStore(pool),
@@ -206,6 +221,8 @@ async def open_runtime(
             cancels=CancelStore(pool),
         )
     finally:
+        if direct is not None:
+            await direct.flushed()
         await redis.aclose()
         await pool.close()
 
