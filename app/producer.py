@@ -39,6 +39,8 @@ from app.settings import Settings
 if TYPE_CHECKING:  # SQLAlchemy is loaded only by callers that pass its objects
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+    from app.direct import DirectPush
+
 # The service's defaults (MAX_PAYLOAD_BYTES, IDEMPOTENCY_KEY_TTL); pass your own to match
 # a deployment that changed them.
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -158,8 +160,9 @@ class JobClient:
         idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
         cipher: PayloadCipher | None = None,
         owns_pool: bool = False,
+        direct: DirectPush | None = None,
     ) -> None:
-        self._inserts = InsertStore(pool)
+        self._inserts = InsertStore(pool, direct)
         self._max_payload_bytes = max_payload_bytes
         self._key_ttl = idempotency_key_ttl
         self._cipher = cipher
@@ -175,18 +178,46 @@ class JobClient:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         idempotency_key_ttl: float = IDEMPOTENCY_KEY_TTL,
         cipher: PayloadCipher | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = "",
     ) -> JobClient:
-        """A client with a pool of its own on `dsn` (closed by `close()`)."""
+        """A client with a pool of its own on `dsn` (closed by `close()`). With
+        `redis_url` (and the service's REDIS_PREFIX), a job due now is pushed to Redis
+        right after its commit (app.direct), as the API does: it starts sooner than
+        through the migrator. The service's REDIS_QUEUE_MAX_DEPTH, VISIBILITY_TIMEOUT
+        and JOB_HASH_TTL are read from the environment like its other settings."""
         pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+        direct = None
+        if redis_url is not None:
+            import redis.asyncio as aioredis
+
+            from app.direct import DirectPush
+            from app.keys import Keys
+
+            settings = Settings(database_url=dsn, redis_url=redis_url, redis_prefix=redis_prefix)
+            direct = DirectPush(
+                pool,
+                aioredis.Redis.from_url(redis_url),
+                Keys(redis_prefix),
+                max_depth=settings.redis_queue_max_depth,
+                visibility_timeout=settings.visibility_timeout,
+                job_hash_ttl=settings.job_hash_ttl,
+            )
         return cls(
             pool,
             max_payload_bytes=max_payload_bytes,
             idempotency_key_ttl=idempotency_key_ttl,
             cipher=cipher,
             owns_pool=True,
+            direct=direct,
         )
 
     async def close(self) -> None:
+        direct = self._inserts.direct
+        if direct is not None:
+            await direct.flushed()
+            if self._owns_pool:  # made by connect()
+                await direct.redis.aclose()
         if self._owns_pool:
             await self._inserts.pool.close()
 

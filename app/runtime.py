@@ -26,6 +26,7 @@ from app.db.queues import QueueStore
 from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
 from app.db.schedules import ScheduleStore
+from app.direct import DirectPush
 from app.keys import Keys
 from app.maintenance import Maintenance, PeriodicTask
 from app.maintenance.cancels import AbandonedCancels
@@ -185,6 +186,7 @@ async def open_runtime(
         lambda: listings.count_jobs(timeout=settings.stats_timeout),
         max_age=settings.stats_max_age,
     )
+    direct: DirectPush | None = None
     try:
         store = JobStore(pool)
         schedules = ScheduleStore(pool)
@@ -197,16 +199,29 @@ async def open_runtime(
             declared, [cipher.encrypt(s.queue_name, s.payload) for s in declared]
         )
         await warn_if_redis_can_evict(redis)
+        keys = Keys(settings.redis_prefix)
+        direct = (
+            DirectPush(
+                pool,
+                redis,
+                keys,
+                max_depth=settings.redis_queue_max_depth,
+                visibility_timeout=settings.visibility_timeout,
+                job_hash_ttl=settings.job_hash_ttl,
+            )
+            if settings.direct_push
+            else None
+        )
         yield Runtime(
             settings=settings,
             pool=pool,
             redis=redis,
-            keys=Keys(settings.redis_prefix),
+            keys=keys,
             registry=registry,
             cipher=cipher,
             store=store,
             recovery=RecoveryStore(pool),
-            inserts=InsertStore(pool),
+            inserts=InsertStore(pool, direct),
             actions=ActionStore(pool),
             listings=listings,
             queues=QueueStore(pool),
@@ -217,6 +232,8 @@ async def open_runtime(
         )
     finally:
         await counts.close()
+        if direct is not None:
+            await direct.flushed()
         await redis.aclose()
         await pool.close()
 

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     migrator_poll_interval: float = Field(
         5.0, gt=0, description="Longest sleep of the migrator when no job wakes it."
     )
+    direct_push: bool = Field(
+        True,
+        description="Jobs created due now, in an active queue without limits, are pushed "
+        "to Redis by the API (or JobClient) right after their commit instead of by the "
+        "migrator: lower latency; a crash before the push costs VISIBILITY_TIMEOUT.",
+    )
     redis_queue_max_depth: int = Field(
         20_000, ge=1, description="A queue with this many jobs in Redis is not filled further."
     )

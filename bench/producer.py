@@ -50,8 +50,11 @@ def _item(job: NewJob) -> Mapping[str, Any]:
     }
 
 
-async def open_producer(dsn: str) -> Producer:
-    client = await JobClient.connect(dsn, min_size=1, max_size=4)
+async def open_producer(dsn: str, redis_url: str | None = None, prefix: str = "") -> Producer:
+    """With `redis_url`, JobClient takes the direct path (DIRECT_PUSH), as the API does."""
+    client = await JobClient.connect(
+        dsn, min_size=1, max_size=4, redis_url=redis_url, redis_prefix=prefix
+    )
     engine = create_async_engine(Settings(database_url=dsn).sqlalchemy_url, pool_size=4)
 
     async def one(job: NewJob) -> object:
@@ -83,7 +86,8 @@ async def open_producer(dsn: str) -> Producer:
 
     return Producer(
         one=one,
-        one_label="app.producer.JobClient.enqueue, committed per job (one statement)",
+        one_label="app.producer.JobClient.enqueue, committed per job (one statement)"
+        + (", pushed to Redis after its commit (direct path)" if redis_url else ""),
         many=many,
         many_label="app.producer.JobClient.enqueue_many, one transaction per batch",
         tx_one=tx_one,

@@ -306,7 +306,10 @@ async def run(args: argparse.Namespace, results: Results, log_dir: Path) -> None
             py_spy=args.py_spy,
         )
         ctx = Ctx(env=env, opts=opts, pool=pool, redis=redis, results=results, log_dir=log_dir)
-        ctx.producer = await open_producer(env.dsn)
+        # The producer takes the direct path unless the run turns it off for the
+        # service (--set DIRECT_PUSH=false), so that both sides agree.
+        direct = env.overrides.get("DIRECT_PUSH", "true").lower() not in ("0", "false", "no")
+        ctx.producer = await open_producer(env.dsn, env.redis_url if direct else None, env.prefix)
         results.meta["producer"] = {
             "one": ctx.producer.one_label,
             "many": ctx.producer.many_label,

@@ -85,6 +85,10 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         shutdown_grace_period=5.0,
         migrator_poll_interval=5.0,
         auth_enabled=False,
+        # Most tests look at a job before the migrator moves it: the direct path (a due
+        # job pushed by its producer) has its own tests (test_direct_push.py), and the
+        # acceptance tests run the service with its defaults, the direct path included.
+        direct_push=False,
     )
 
 

@@ -8,15 +8,20 @@ every door runs the same statements inside its caller's transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 from uuid_utils.compat import uuid7
 
+from app.db.pool import Connection
 from app.db.rows import NewJob
 from app.jobs.model import CreatedJob, InsertResult, JobToInsert
+
+if TYPE_CHECKING:
+    from app.direct import DirectPlan, DirectPush
 
 Fetch = Callable[..., Awaitable[Sequence[Mapping[str, Any]]]]
 
@@ -30,16 +35,30 @@ WHERE idempotency_key = ANY($1::text[])
 # Payloads travel as JSON text so that any driver set-up (our pool's codecs or
 # SQLAlchemy's) passes them the same way. A job for an unknown queue is not inserted, nor
 # one whose idempotency key is taken: the caller tells the two apart.
+# The direct path (app.direct): a job whose $10 (the priority its Redis message was
+# routed by) is given is written migrated_to_redis if its queue is active with no limits,
+# it is due, and that priority is its own; any other job is queued (or scheduled, by the
+# trigger of migration 0009). $11: created_at of the jobs (NULL: now()); given only on
+# the direct path, whose INSERT then does not wake the migrator (migration 0010): its
+# caller does, if some jobs were written queued or scheduled (`wake_if_needed`).
 INSERT_JOBS = """
 INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
-                  idempotency_key, request_hash, concurrency_key)
+                  idempotency_key, request_hash, concurrency_key, status, created_at)
 SELECT i.id, q.name, i.payload::jsonb, COALESCE(i.priority, q.default_priority),
        COALESCE(i.run_at, now()), i.max_attempts, i.idempotency_key, i.request_hash,
-       i.concurrency_key
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
-            $7::text[], $8::text[], $9::text[])
+       i.concurrency_key,
+       CASE WHEN i.assumed IS NOT NULL AND q.is_active AND q.rate_limit IS NULL
+                 AND q.max_running IS NULL AND q.max_running_per_key IS NULL
+                 AND COALESCE(i.run_at, now()) <= now()
+                 AND COALESCE(i.priority, q.default_priority) = i.assumed
+            THEN 'migrated_to_redis' ELSE 'queued' END,
+       COALESCE($11::timestamptz, now())
+FROM (SELECT set_config('hybridq.direct', CASE WHEN $11::timestamptz IS NULL
+                                                  THEN 'off' ELSE 'on' END, true)) AS direct,
+     unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::int[],
+            $7::text[], $8::text[], $9::text[], $10::int[])
      WITH ORDINALITY AS i(id, queue_name, payload, priority, run_at, max_attempts,
-                          idempotency_key, request_hash, concurrency_key, n)
+                          idempotency_key, request_hash, concurrency_key, assumed, n)
 JOIN job_queues q ON q.name = i.queue_name
 ORDER BY i.n
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -50,13 +69,25 @@ RETURNING id, status, queue_name, priority, created_at
 # request, measurably cheaper to plan and run (bench: enqueue-one).
 INSERT_ONE_JOB = """
 INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
-                  idempotency_key, request_hash, concurrency_key)
+                  idempotency_key, request_hash, concurrency_key, status, created_at)
 SELECT $1::uuid, q.name, $3::text::jsonb, COALESCE($4::int, q.default_priority),
-       COALESCE($5::timestamptz, now()), $6::int, $7::text, $8::text, $9::text
-FROM job_queues q WHERE q.name = $2::text
+       COALESCE($5::timestamptz, now()), $6::int, $7::text, $8::text, $9::text,
+       CASE WHEN $10::int IS NOT NULL AND q.is_active AND q.rate_limit IS NULL
+                 AND q.max_running IS NULL AND q.max_running_per_key IS NULL
+                 AND COALESCE($5::timestamptz, now()) <= now()
+                 AND COALESCE($4::int, q.default_priority) = $10::int
+            THEN 'migrated_to_redis' ELSE 'queued' END,
+       COALESCE($11::timestamptz, now())
+FROM (SELECT set_config('hybridq.direct', CASE WHEN $11::timestamptz IS NULL
+                                                  THEN 'off' ELSE 'on' END, true)) AS direct,
+     job_queues q
+WHERE q.name = $2::text
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, queue_name, priority, created_at
 """
+
+# The direct path's INSERT leaves the migrator asleep: woken here when it has work.
+WAKE_MIGRATOR = "SELECT pg_notify('hybridq_jobs_queued', '')"
 
 FIND_JOBS_BY_KEYS = """
 SELECT id, queue_name, priority, created_at, idempotency_key, request_hash
@@ -65,16 +96,23 @@ FROM jobs WHERE idempotency_key = ANY($1::text[])
 
 
 async def insert_jobs(
-    fetch: Fetch, jobs: Sequence[JobToInsert], *, key_ttl: float
+    fetch: Fetch,
+    jobs: Sequence[JobToInsert],
+    *,
+    key_ttl: float,
+    plan: DirectPlan | None = None,
 ) -> list[InsertResult]:
     """Insert jobs inside the caller's transaction; one result per job, in order.
 
     Same idempotency key and same request hash as an existing job: `existing` (that job).
     Same key, another request: `key_conflict`. The caller rolls back unless every result
-    is acceptable to it.
+    is acceptable to it. With a `plan` (app.direct), its ids are used, and the jobs it
+    tries are written migrated_to_redis where their queue allows.
     """
     # UUIDv7: time-ordered, so the primary key serves listings newest first.
-    ids = [uuid7() for _ in jobs]
+    ids = plan.ids if plan is not None else new_ids(len(jobs))
+    assumed: list[int | None] = plan.priorities if plan is not None else [None] * len(jobs)
+    created_at = plan.created_at if plan is not None else None
     results: list[InsertResult | None] = [None] * len(jobs)
     first_with_key: dict[str, int] = {}
     to_insert: list[int] = []
@@ -109,6 +147,8 @@ async def insert_jobs(
                 job.idempotency_key,
                 job.request_hash,
                 job.concurrency_key,
+                assumed[i],
+                created_at,
             )
         else:
             rows = await fetch(
@@ -122,6 +162,8 @@ async def insert_jobs(
                 [jobs[i].idempotency_key for i in pending],
                 [jobs[i].request_hash for i in pending],
                 [jobs[i].concurrency_key for i in pending],
+                [assumed[i] for i in pending],
+                created_at,
             )
         created = {r["id"]: r for r in rows}
         not_inserted: list[int] = []
@@ -169,6 +211,11 @@ async def insert_jobs(
     return [r for r in results if r is not None]
 
 
+def new_ids(n: int) -> list[uuid.UUID]:
+    """Ids for n new jobs (UUIDv7)."""
+    return [uuid7() for _ in range(n)]
+
+
 def _one_statement(jobs: Sequence[JobToInsert]) -> bool:
     """Without idempotency keys `insert_jobs` runs exactly one INSERT."""
     return all(job.idempotency_key is None for job in jobs)
@@ -185,10 +232,12 @@ def _created(row: Any, status: str | None = None) -> CreatedJob:
 
 
 class InsertStore:
-    """Job inserts over a pool: the API's group commit, its batches and JobClient."""
+    """Job inserts over a pool: the API's group commit, its batches and JobClient. With
+    `direct` (app.direct), a job due now is pushed to Redis right after its commit."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, direct: DirectPush | None = None) -> None:
         self.pool = pool
+        self.direct = direct
 
     async def create_job(self, job: NewJob) -> CreatedJob | None:
         """Insert one queued job (no idempotency key); None when the queue does not
@@ -204,34 +253,85 @@ class InsertStore:
         (result,) = await self.insert_jobs([row], key_ttl=0)
         return result.job
 
+    async def _plan(self, jobs: Sequence[JobToInsert]) -> DirectPlan | None:
+        if self.direct is None:
+            return None
+        return await self.direct.plan(jobs, new_ids(len(jobs)))
+
+    def _timeout(self, plan: DirectPlan | None) -> float | None:
+        # Bounded once the entries are recorded: see app.direct.
+        return self.direct.insert_timeout if plan is not None and self.direct else None
+
     async def insert_each(
         self, jobs: Sequence[JobToInsert], *, key_ttl: float
     ) -> list[InsertResult]:
         """Insert independent jobs in one statement and one commit (group commit): each
         is created, found (idempotency key) or refused, whatever the others are."""
+        plan = await self._plan(jobs)
         async with self.pool.acquire() as conn:
+            fetch = _bounded(conn, self._timeout(plan))
             if _one_statement(jobs):  # atomic alone: no BEGIN and COMMIT round trips
-                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
-            async with conn.transaction():
-                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
+                results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+            else:
+                async with conn.transaction():
+                    results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+            await _wake_if_needed(conn, plan, results)
+        # An error above leaves the plan's entries to the in-flight recovery (the commit
+        # may or may not have happened): the claim decides.
+        if plan is not None and self.direct is not None:
+            self.direct.after_commit(plan, results)
+        return results
 
     async def insert_jobs(
         self, jobs: Sequence[JobToInsert], *, key_ttl: float
     ) -> list[InsertResult]:
         """Insert in one transaction; rolled back unless every job was created or found."""
+        plan = await self._plan(jobs)
+        committed: list[InsertResult] | None = None
         async with self.pool.acquire() as conn:
+            fetch = _bounded(conn, self._timeout(plan))
             if len(jobs) == 1 and _one_statement(jobs):
                 # One job, one statement: it commits whole or not at all on its own.
-                return await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                results = await insert_jobs(conn.fetch, jobs, key_ttl=key_ttl)
-            except BaseException:
-                await tx.rollback()
-                raise
-            if all(r.outcome in ("created", "existing") for r in results):
-                await tx.commit()
+                results = committed = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
             else:
-                await tx.rollback()
-            return results
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                if all(r.outcome in ("created", "existing") for r in results):
+                    await tx.commit()
+                    committed = results
+                else:
+                    await tx.rollback()
+            if committed is not None:
+                await _wake_if_needed(conn, plan, committed)
+        if plan is not None and self.direct is not None:
+            self.direct.after_commit(plan, committed)
+        return results
+
+
+async def _wake_if_needed(
+    conn: Connection, plan: DirectPlan | None, results: Sequence[InsertResult]
+) -> None:
+    """After a direct-path INSERT (which wakes no one): wake the migrator if it wrote
+    jobs queued or scheduled, as the INSERT trigger would have."""
+    if plan is not None and any(
+        r.outcome == "created" and r.job is not None and r.job.status != "migrated_to_redis"
+        for r in results
+    ):
+        await conn.execute(WAKE_MIGRATOR)
+
+
+def _bounded(conn: Connection, timeout: float | None) -> Fetch:
+    """The connection's fetch, each call bounded by `timeout` seconds (None: the pool's)."""
+    if timeout is None:
+        return conn.fetch
+
+    async def fetch(sql: str, *args: Any) -> Sequence[Mapping[str, Any]]:
+        rows: Sequence[Mapping[str, Any]] = await conn.fetch(sql, *args, timeout=timeout)
+        return rows
+
+    return fetch

@@ -62,6 +62,20 @@ TRANSITIONS: Final = (
     _t(None, "queued", "maintenance", "schedules:FIRE_TICK", "a schedule's tick is due"),
     _t(None, "scheduled", "producer", "inserts:INSERT_ONE_JOB", "created, run_at in the future"),
     _t(None, "scheduled", "producer", "inserts:INSERT_JOBS", "created, run_at in the future"),
+    _t(
+        None,
+        "migrated_to_redis",
+        "producer",
+        "inserts:INSERT_ONE_JOB",
+        "created due now in a queue without limits: pushed by its producer (app.direct)",
+    ),
+    _t(
+        None,
+        "migrated_to_redis",
+        "producer",
+        "inserts:INSERT_JOBS",
+        "created due now in a queue without limits: pushed by its producer (app.direct)",
+    ),
     _t("scheduled", "queued", "migrator", "hot:PROMOTE_DUE_JOBS", "its run_at has come"),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),
     _t(

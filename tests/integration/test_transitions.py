@@ -138,8 +138,16 @@ HOUR_AGO = datetime.now(UTC).replace(microsecond=0)
 LATER = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+async def default_priority(conn: Connection) -> int:
+    value = await conn.fetchval("SELECT default_priority FROM job_queues WHERE name = $1", QUEUE)
+    assert isinstance(value, int)
+    return value
+
+
 async def insert_one_now_and_later(conn: Connection, jobs: Jobs) -> None:
-    for run_at in (None, LATER):
+    """Due now, due later, and due now on the direct path (app.direct)."""
+    direct = await default_priority(conn)
+    for run_at, assumed in ((None, None), (LATER, None), (None, direct)):
         await conn.fetch(
             sql("inserts:INSERT_ONE_JOB"),
             uuid.uuid4(),
@@ -151,24 +159,33 @@ async def insert_one_now_and_later(conn: Connection, jobs: Jobs) -> None:
             None,
             None,
             None,
+            assumed,
+            None,
+        )
+
+
+async def insert_batch(conn: Connection, jobs: Jobs) -> None:
+    direct = await default_priority(conn)
+    async with conn.transaction():
+        await conn.fetch(
+            sql("inserts:INSERT_JOBS"),
+            [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()],
+            [QUEUE, QUEUE, QUEUE],
+            ["{}", "{}", "{}"],
+            [None, None, None],
+            [None, LATER, None],
+            [3, 3, 3],
+            [None, None, None],
+            [None, None, None],
+            [None, None, None],
+            [None, None, direct],
+            None,
         )
 
 
 RUNNERS: dict[str, Callable[[str], Runner]] = {
     "inserts:INSERT_ONE_JOB": lambda statement: insert_one_now_and_later,
-    "inserts:INSERT_JOBS": once(
-        lambda j: (
-            [uuid.uuid4(), uuid.uuid4()],
-            [QUEUE, QUEUE],
-            ["{}", "{}"],
-            [None, None],
-            [None, LATER],
-            [3, 3],
-            [None, None],
-            [None, None],
-            [None, None],
-        )
-    ),
+    "inserts:INSERT_JOBS": lambda statement: insert_batch,
     "inserts:RELEASE_EXPIRED_KEYS": once(lambda j: (["k"], 0.0)),
     "hot:MOVE_DUE_JOBS": once(lambda j: ([QUEUE], 100, "10000")),
     "hot:PROMOTE_DUE_JOBS": once(lambda j: (100,)),

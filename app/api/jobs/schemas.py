@@ -271,7 +271,8 @@ class BatchItemOut(BaseModel):
     index: int = Field(description="Position of the item in the request.")
     job_id: uuid.UUID
     status: JobStatus = Field(
-        description="Status at creation: queued, or scheduled (run_at later)."
+        description="Status at creation: migrated_to_redis (due now, pushed to Redis at "
+        "once: DIRECT_PUSH), queued (for the migrator), or scheduled (run_at later)."
     )
     queue_name: str
     priority: int

@@ -1,0 +1,335 @@
+"""The direct path: a job that is due now goes to Redis from the process that created it,
+right after its own commit, instead of waiting for the migrator to be woken, read it
+and move it (NOTIFY, then a transaction of several round trips).
+
+PostgreSQL stays the truth, and a crash at any instruction still ends with the job run:
+
+1. Before the INSERT, the job's Redis message is recorded in its queue's in-flight set
+   (the set a worker's pop writes, app.worker.fetch), scored by the Redis clock.
+2. The INSERT writes the job `migrated_to_redis` at once, but only if its queue is
+   active with no limits, the job is due and its priority is the one assumed for the
+   message's list; otherwise it is `queued` (or `scheduled`) as before, and the
+   migrator moves it.
+3. After the commit, one script per queue removes each in-flight entry and pushes its
+   message (only if the entry was still there), then sets the queue's wake-up marker.
+   The entries of jobs that were not written `migrated_to_redis` are removed. This runs
+   in a task of its own, so the caller does not wait for it: the pushes of inserts
+   that commit meanwhile go in the same round trip.
+
+A crash between 1 and 3, or a failed push, leaves the entry: once it is older than
+VISIBILITY_TIMEOUT the in-flight recovery pushes the message (app.maintenance.inflight),
+and the claim decides, as for any copy: a job that was never committed, or committed
+`queued`, is not `migrated_to_redis`, so its copy is dropped. The INSERT is bounded by
+half the visibility timeout, so a copy cannot be pushed back (and dropped) before the
+row it stands for is committed.
+
+A queue whose Redis lists hold REDIS_QUEUE_MAX_DEPTH jobs, one not known yet, and a job
+with an idempotency key that finds an existing job, take the migrator's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from app.job_state import JobStateCache
+from app.jobs.model import InsertResult, JobToInsert
+from app.keys import LEVEL_CODES, Keys, priority_level
+from app.metrics import MetricsWriter
+from app.redis_batch import Batch
+
+log = logging.getLogger("hybridq.direct")
+
+# Seconds a producer trusts what it read of job_queues (which queues may take the
+# direct path, and their default priority). The INSERT checks the queue itself, so a
+# stale view costs only a job that takes the migrator's path (or a removed entry).
+QUEUE_INFO_TTL = 1.0
+# Seconds a queue found full in Redis takes the migrator's path (which respects the bound).
+FULL_BACKOFF = 1.0
+
+QUEUE_INFO = """
+SELECT name, default_priority,
+       is_active AND rate_limit IS NULL AND max_running IS NULL
+           AND max_running_per_key IS NULL AS plain
+FROM job_queues
+"""
+
+# KEYS[1]: a queue's in-flight set. ARGV: members (level code + message). Records them
+# at the Redis clock, as a worker's pop does.
+RECORD_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, member in ipairs(ARGV) do
+    redis.call('ZADD', KEYS[1], now, member)
+end
+return #ARGV
+"""
+
+# KEYS: high, normal, low, in-flight, marker of one queue. ARGV: members, oldest first.
+# Each member still in flight is removed and its message pushed (one the recovery has
+# pushed back already is not pushed twice); then the marker wakes an idle worker.
+# Returns the queue's depth in Redis.
+PUSH_SCRIPT = """
+local lists = {h = KEYS[1], n = KEYS[2], l = KEYS[3]}
+for _, member in ipairs(ARGV) do
+    if redis.call('ZREM', KEYS[4], member) == 1 then
+        redis.call('LPUSH', lists[string.sub(member, 1, 1)] or KEYS[2], string.sub(member, 2))
+    end
+end
+redis.call('ZADD', KEYS[5], 0, '1')
+return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    default_priority: int
+    plain: bool  # active, and no rate limit, concurrency limit or per-key limit
+
+
+@dataclass(slots=True)
+class DirectPlan:
+    """The jobs of one insert that try the direct path: their ids, the priority each
+    message was routed by (None: not tried), and their in-flight entries."""
+
+    ids: list[uuid.UUID]
+    priorities: list[int | None]
+    created_at: datetime
+    members: dict[int, tuple[str, bytes]]  # job index -> (queue, in-flight member)
+
+
+def message_of(job_id: uuid.UUID, job: JobToInsert, priority: int, created_at: datetime) -> bytes:
+    """The Redis message of a new job, with the fields of the migrator's (REDIS_MESSAGE)."""
+    return b"".join(
+        (
+            b'{"id":"',
+            str(job_id).encode(),
+            b'","queue_name":',
+            orjson.dumps(job.queue_name),
+            b',"priority":',
+            str(priority).encode(),
+            b',"payload":',
+            job.payload_json.encode(),
+            b',"created_at":"',
+            created_at.isoformat().encode(),
+            b'","attempt_count":0,"max_attempts":',
+            str(job.max_attempts).encode(),
+            b"}",
+        )
+    )
+
+
+class DirectPush:
+    """Records, then pushes, the jobs of one process's inserts that are due now."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        max_depth: int,
+        visibility_timeout: float,
+        job_hash_ttl: int,
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.keys = keys
+        self.max_depth = max_depth
+        # The bound of the INSERT after the entries are recorded (see the module's text).
+        self.insert_timeout = visibility_timeout / 2
+        self.state = JobStateCache(keys, job_hash_ttl)
+        self.metrics = MetricsWriter(keys)
+        self._queues: dict[str, QueueInfo] = {}
+        self._queues_read_at = -QUEUE_INFO_TTL
+        self._reading: asyncio.Task[None] | None = None
+        self._full_until: dict[str, float] = {}
+        self._record = redis.register_script(RECORD_SCRIPT)
+        self._push = redis.register_script(PUSH_SCRIPT)
+        self.pushed = 0  # jobs pushed by this process (tests, bench)
+        self._pushes: list[tuple[str, bytes, uuid.UUID]] = []
+        self._drops: list[tuple[str, bytes]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def _queue_info(self) -> dict[str, QueueInfo]:
+        if time.monotonic() - self._queues_read_at >= QUEUE_INFO_TTL:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.create_task(self._read_queues())
+            await asyncio.shield(self._reading)
+        return self._queues
+
+    async def _read_queues(self) -> None:
+        rows = await self.pool.fetch(QUEUE_INFO)
+        self._queues = {r["name"]: QueueInfo(r["default_priority"], r["plain"]) for r in rows}
+        self._queues_read_at = time.monotonic()
+
+    async def plan(self, jobs: Sequence[JobToInsert], ids: list[uuid.UUID]) -> DirectPlan | None:
+        """Record the in-flight entries of the jobs that may take the direct path; None
+        when none may (or Redis could not record them: the migrator's path then)."""
+        try:
+            queues = await self._queue_info()
+        except Exception as exc:
+            log.warning("direct push off for this insert: could not read queues (%s)", exc)
+            return None
+        now = datetime.now(UTC)
+        mono = time.monotonic()
+        priorities: list[int | None] = [None] * len(jobs)
+        members: dict[int, tuple[str, bytes]] = {}
+        by_queue: dict[str, list[bytes]] = defaultdict(list)
+        for i, job in enumerate(jobs):
+            info = queues.get(job.queue_name)
+            if (
+                info is None
+                or not info.plain
+                or (job.run_at is not None and job.run_at > now)
+                or self._full_until.get(job.queue_name, 0.0) > mono
+            ):
+                continue
+            priority = info.default_priority if job.priority is None else job.priority
+            level = LEVEL_CODES[priority_level(priority)].encode()
+            member = level + message_of(ids[i], job, priority, now)
+            priorities[i] = priority
+            members[i] = (job.queue_name, member)
+            by_queue[job.queue_name].append(member)
+        if not members:
+            return None
+        # The pushes still waiting (a producer enqueueing back to back) share this round
+        # trip: their flusher finds nothing left.
+        pushes, drops = self._take()
+        try:
+            recorded = await self._send(by_queue, pushes, drops)
+        except Exception as exc:
+            log.warning("direct push off for this insert: could not record it (%s)", exc)
+            return None
+        if not recorded:
+            return None
+        return DirectPlan(ids=ids, priorities=priorities, created_at=now, members=members)
+
+    def after_commit(self, plan: DirectPlan, results: Sequence[InsertResult] | None) -> None:
+        """Push the jobs written `migrated_to_redis` and drop the other entries, soon:
+        the caller does not wait for it (its jobs are committed). `results` None:
+        nothing was committed. What a failed push leaves is recovered (see above)."""
+        pushed: list[tuple[str, bytes, uuid.UUID]] = []
+        dropped: list[tuple[str, bytes]] = []
+        for i, (queue, member) in plan.members.items():
+            job = results[i].job if results is not None else None
+            if (
+                results is not None
+                and results[i].outcome == "created"
+                and job is not None
+                and job.status == "migrated_to_redis"
+            ):
+                pushed.append((queue, member, job.id))
+            else:
+                dropped.append((queue, member))
+        self._pushes.extend(pushed)
+        self._drops.extend(dropped)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="direct-push")
+            self._flusher.add_done_callback(_log_crash)
+
+    async def flushed(self) -> None:
+        """Wait until every push asked for so far has been tried (tests; close)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    def _take(self) -> tuple[list[tuple[str, bytes, uuid.UUID]], list[tuple[str, bytes]]]:
+        pushes, self._pushes = self._pushes, []
+        drops, self._drops = self._drops, []
+        return pushes, drops
+
+    async def _flush(self) -> None:
+        """Push what is waiting, in one round trip, until nothing is: the pushes of
+        inserts that commit meanwhile share the next one."""
+        while self._pushes or self._drops:
+            pushes, drops = self._take()
+            try:
+                await self._send({}, pushes, drops)
+            except Exception as exc:
+                log.warning(
+                    "direct push of %d jobs failed (%s); the in-flight recovery pushes "
+                    "them within VISIBILITY_TIMEOUT",
+                    len(pushes),
+                    exc,
+                )
+
+    async def _send(
+        self,
+        records: dict[str, list[bytes]],
+        pushes: list[tuple[str, bytes, uuid.UUID]],
+        drops: list[tuple[str, bytes]],
+    ) -> bool:
+        """One round trip: record these entries, push these jobs, drop these entries,
+        and write the job hashes and counter the migrator would write (a cache). True
+        when every entry was recorded; a failed push is logged (the recovery pushes)."""
+        by_queue: dict[str, list[bytes]] = defaultdict(list)
+        for queue, member, _id in pushes:
+            by_queue[queue].append(member)
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                batch = Batch(pipe)
+                for q, members in records.items():
+                    pipe.evalsha(self._record.sha, 1, self.keys.inflight(q), *members)
+                for q, members in by_queue.items():
+                    keys = self._push_keys(q)
+                    pipe.evalsha(self._push.sha, len(keys), *keys, *members)
+                    self.metrics.count(batch, "migrated", q, len(members))
+                for q, member in drops:
+                    pipe.zrem(self.keys.inflight(q), member)
+                for _q, _m, job_id in pushes:
+                    self.state.migrated(batch, job_id, 0)
+                batch.flush()
+                replies = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                # Redis does not know the scripts (first use, or a restart): load them
+                # and send again (each step is idempotent but the counter).
+                await self.redis.script_load(RECORD_SCRIPT)
+                await self.redis.script_load(PUSH_SCRIPT)
+                continue
+            break
+        recorded = replies[: len(records)]
+        depths = replies[len(records) : len(records) + len(by_queue)]
+        rest = replies[len(records) + len(by_queue) :]
+        failed = [r for r in (*depths, *rest) if isinstance(r, Exception)]
+        if failed:
+            log.warning(
+                "direct push of %d jobs failed (%s); the in-flight recovery pushes them "
+                "within VISIBILITY_TIMEOUT",
+                len(pushes),
+                failed[0],
+            )
+        else:
+            self.pushed += len(pushes)
+        mono = time.monotonic()
+        for q, depth in zip(by_queue, depths, strict=True):
+            if not isinstance(depth, Exception) and int(depth) >= self.max_depth:
+                self._full_until[q] = mono + FULL_BACKOFF
+        errors = [r for r in recorded if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return True
+
+    def _push_keys(self, queue: str) -> list[str]:
+        return [
+            *self.keys.queue_lists(queue),
+            self.keys.inflight(queue),
+            self.keys.wake_marker(queue),
+        ]
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """The flusher catches every error of a push; anything else is a bug, logged (its
+    jobs are recovered, and the next insert starts a new flusher)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the direct-push task ended unexpectedly", exc_info=task.exception())
