@@ -220,8 +220,11 @@ async def test_a_worker_killed_holding_slots_gives_them_back_within_its_lease(
         "STALL_REQUEUE_SPREAD": "0.5",
     }
     await add_limited_queue(db, "t-held", max_running=2)
-    # Two jobs that hold their slot for a minute on their first attempt, moved first.
-    await insert_jobs(db, "t-held", [{"seconds": 60, "hold_first_attempt": True}] * 2, priority=10)
+    # Two jobs that hold their slot for a minute while the key <prefix>hold exists,
+    # moved first.
+    flag = aioredis.Redis.from_url(REDIS_URL)
+    await flag.set(redis_prefix + "hold", 1)
+    await insert_jobs(db, "t-held", [{"seconds": 60, "hold_while_flagged": True}] * 2, priority=10)
     await insert_jobs(db, "t-held", [{"i": i} for i in range(10)])
     (holder, migrator) = await start_services(launcher, redis_prefix, workers=1, **env)
 
@@ -234,11 +237,10 @@ async def test_a_worker_killed_holding_slots_gives_them_back_within_its_lease(
     await wait_until(both_running, 30, "the holder to run both slot holders")
     holder.proc.kill()  # kill -9: its slots are held until the lease expires
     killed_at = time.time()
-    # A stall gives the attempt back, so the holders' next run is attempt 1 again: make
-    # it quick (the message of their next move is built from this payload).
-    await db.execute(
-        "UPDATE jobs SET payload = payload || '{\"seconds\": 0}' WHERE queue_name = 't-held'"
-    )
+    # Their next run (after the stall, or of a copy the in-flight recovery pushed back)
+    # is quick.
+    await flag.delete(redis_prefix + "hold")
+    await flag.aclose()
     launcher.start("worker2", ["app.worker"], **env)
     await wait_completed(db, "t-held", 12, timeout=30)
 
