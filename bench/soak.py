@@ -284,10 +284,19 @@ async def run(args: argparse.Namespace) -> int:
     ]
     for s in services:
         s.clean_exits = (0, -signal.SIGTERM)
-    client = await JobClient.connect(env.dsn, min_size=1, max_size=4)
+    # The service's default: due jobs pushed by their producer (DIRECT_PUSH); --no-direct
+    # sends every job through the migrator.
+    client = await JobClient.connect(
+        env.dsn,
+        min_size=1,
+        max_size=4,
+        redis_url=None if args.no_direct else env.redis_url,
+        redis_prefix=env.prefix,
+    )
     print(
         f"soak: {args.rate:,.0f} jobs/s for {args.duration:.0f} s, {args.workers} workers + "
-        f"a migrator, retention {args.retention} s; server autovacuum={server_autovacuum}"
+        f"a migrator, retention {args.retention} s; direct path "
+        f"{'off' if args.no_direct else 'on'}; server autovacuum={server_autovacuum}"
         + ("" if server_autovacuum == "on" else " -> the soak's own autovacuum (see --help)"),
         flush=True,
     )
@@ -367,6 +376,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--retention", type=int, default=120, help="seconds terminal jobs are kept")
     p.add_argument("--sample", type=float, default=60.0, help="seconds per printed line")
+    p.add_argument(
+        "--no-direct",
+        action="store_true",
+        help="the producer leaves every job to the migrator (no direct path)",
+    )
     p.add_argument(
         "--admin-url",
         default=os.environ.get(
