@@ -7,8 +7,9 @@ PostgreSQL stays the truth, and a crash at any instruction still ends with the j
 1. Before the INSERT, the job's Redis message is recorded in its queue's in-flight set
    (the set a worker's pop writes, app.worker.fetch), scored by the Redis clock.
 2. The INSERT writes the job `migrated_to_redis` at once, but only if its queue is
-   active with no limits, the job is due and its priority is the one assumed for the
-   message's list; otherwise it is `queued` (or `scheduled`) as before, and the
+   active with no limits, the job is due, its priority is the one assumed for the
+   message's list, and no job of its queue waits `queued` (a job never overtakes the
+   migrator's backlog); otherwise it is `queued` (or `scheduled`) as before, and the
    migrator moves it.
 3. After the commit, one script per queue removes each in-flight entry and pushes its
    message (only if the entry was still there), then sets the queue's wake-up marker.
@@ -152,6 +153,7 @@ class DirectPush:
         self.state = JobStateCache(keys, job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self._queues: dict[str, QueueInfo] = {}
+        self.queue_info_ttl = QUEUE_INFO_TTL
         self._queues_read_at = -QUEUE_INFO_TTL
         self._reading: asyncio.Task[None] | None = None
         self._full_until: dict[str, float] = {}
@@ -163,7 +165,7 @@ class DirectPush:
         self._flusher: asyncio.Task[None] | None = None
 
     async def _queue_info(self) -> dict[str, QueueInfo]:
-        if time.monotonic() - self._queues_read_at >= QUEUE_INFO_TTL:
+        if time.monotonic() - self._queues_read_at >= self.queue_info_ttl:
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.create_task(self._read_queues())
             await asyncio.shield(self._reading)

@@ -37,8 +37,10 @@ WHERE idempotency_key = ANY($1::text[])
 # one whose idempotency key is taken: the caller tells the two apart.
 # The direct path (app.direct): a job whose $10 (the priority its Redis message was
 # routed by) is given is written migrated_to_redis if its queue is active with no limits,
-# it is due, and that priority is its own; any other job is queued (or scheduled, by the
-# trigger of migration 0009). $11: created_at of the jobs (NULL: now()); given only on
+# it is due, that priority is its own, and no job of its queue waits queued for the
+# migrator (one probe of idx_jobs_queue_due: a job never overtakes that backlog, as when
+# the queue was full in Redis); any other job is queued (or scheduled, by the trigger of
+# migration 0009). $11: created_at of the jobs (NULL: now()); given only on
 # the direct path, whose INSERT then does not wake the migrator (migration 0010): its
 # caller does, if some jobs were written queued or scheduled (`wake_if_needed`).
 INSERT_JOBS = """
@@ -51,6 +53,8 @@ SELECT i.id, q.name, i.payload::jsonb, COALESCE(i.priority, q.default_priority),
                  AND q.max_running IS NULL AND q.max_running_per_key IS NULL
                  AND COALESCE(i.run_at, now()) <= now()
                  AND COALESCE(i.priority, q.default_priority) = i.assumed
+                 AND NOT EXISTS (SELECT 1 FROM jobs b
+                                 WHERE b.queue_name = q.name AND b.status = 'queued')
             THEN 'migrated_to_redis' ELSE 'queued' END,
        COALESCE($11::timestamptz, now())
 FROM (SELECT set_config('hybridq.direct', CASE WHEN $11::timestamptz IS NULL
@@ -76,6 +80,8 @@ SELECT $1::uuid, q.name, $3::text::jsonb, COALESCE($4::int, q.default_priority),
                  AND q.max_running IS NULL AND q.max_running_per_key IS NULL
                  AND COALESCE($5::timestamptz, now()) <= now()
                  AND COALESCE($4::int, q.default_priority) = $10::int
+                 AND NOT EXISTS (SELECT 1 FROM jobs b
+                                 WHERE b.queue_name = q.name AND b.status = 'queued')
             THEN 'migrated_to_redis' ELSE 'queued' END,
        COALESCE($11::timestamptz, now())
 FROM (SELECT set_config('hybridq.direct', CASE WHEN $11::timestamptz IS NULL

@@ -275,3 +275,25 @@ async def test_the_migrator_is_woken_only_for_jobs_it_must_move(rt: Runtime) -> 
         assert await wake_ups_before_a_sentinel(rt, got) == [""]
     finally:
         await listener.close()
+
+
+async def test_a_job_does_not_overtake_its_queues_backlog(rt: Runtime) -> None:
+    # A job waits queued for the migrator (here: written while the queue was paused, as
+    # when its Redis lists were full): the next job of the queue waits behind it, and
+    # the migrator moves both in order.
+    assert rt.inserts.direct is not None
+    rt.inserts.direct.queue_info_ttl = 0.0  # the producer reads the queue at every insert
+    await rt.pool.execute("UPDATE job_queues SET is_active = false WHERE name = $1", QUEUE)
+    (first,) = await rt.inserts.insert_each([job()], key_ttl=0)
+    await rt.pool.execute("UPDATE job_queues SET is_active = true WHERE name = $1", QUEUE)
+    (second,) = await rt.inserts.insert_each([job()], key_ttl=0)
+    assert first.job is not None and second.job is not None
+    assert (first.job.status, second.job.status) == ("queued", "queued")
+    assert (await rt.migrator().move_due_jobs()).moved == 2
+    normal = rt.keys.queue_list(QUEUE, "normal")
+    popped_first = await rt.redis.rpop(normal)
+    assert popped_first is not None and str(first.job.id).encode() in popped_first
+    # With the backlog gone, the direct path again.
+    await rt.redis.delete(normal)
+    (third,) = await rt.inserts.insert_each([job()], key_ttl=0)
+    assert third.job is not None and third.job.status == "migrated_to_redis"

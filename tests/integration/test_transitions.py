@@ -138,8 +138,17 @@ HOUR_AGO = datetime.now(UTC).replace(microsecond=0)
 LATER = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+# The direct path's jobs go to a queue of their own: it takes them only while no job
+# of their queue waits queued (and the statements run beside jobs of every status).
+DIRECT_QUEUE = "t-transitions-direct"
+
+
 async def default_priority(conn: Connection) -> int:
-    value = await conn.fetchval("SELECT default_priority FROM job_queues WHERE name = $1", QUEUE)
+    value = await conn.fetchval(
+        "INSERT INTO job_queues (name) VALUES ($1) ON CONFLICT (name) "
+        "DO UPDATE SET name = EXCLUDED.name RETURNING default_priority",
+        DIRECT_QUEUE,
+    )
     assert isinstance(value, int)
     return value
 
@@ -147,11 +156,15 @@ async def default_priority(conn: Connection) -> int:
 async def insert_one_now_and_later(conn: Connection, jobs: Jobs) -> None:
     """Due now, due later, and due now on the direct path (app.direct)."""
     direct = await default_priority(conn)
-    for run_at, assumed in ((None, None), (LATER, None), (None, direct)):
+    for queue, run_at, assumed in (
+        (QUEUE, None, None),
+        (QUEUE, LATER, None),
+        (DIRECT_QUEUE, None, direct),
+    ):
         await conn.fetch(
             sql("inserts:INSERT_ONE_JOB"),
             uuid.uuid4(),
-            QUEUE,
+            queue,
             "{}",
             None,
             run_at,
@@ -170,7 +183,7 @@ async def insert_batch(conn: Connection, jobs: Jobs) -> None:
         await conn.fetch(
             sql("inserts:INSERT_JOBS"),
             [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()],
-            [QUEUE, QUEUE, QUEUE],
+            [QUEUE, QUEUE, DIRECT_QUEUE],
             ["{}", "{}", "{}"],
             [None, None, None],
             [None, LATER, None],
