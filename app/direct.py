@@ -12,7 +12,7 @@ PostgreSQL stays the truth, and a crash at any instruction still ends with the j
    migrator's backlog); otherwise it is `queued` (or `scheduled`) as before, and the
    migrator moves it.
 3. After the commit, one script per queue removes each in-flight entry and pushes its
-   message (only if the entry was still there), then sets the queue's wake-up marker.
+   message, then sets the queue's wake-up marker.
    The entries of jobs that were not written `migrated_to_redis` are removed. This runs
    in a task of its own, so the caller does not wait for it: the pushes of inserts
    that commit meanwhile go in the same round trip.
@@ -78,15 +78,15 @@ return #ARGV
 """
 
 # KEYS: high, normal, low, in-flight, marker of one queue. ARGV: members, oldest first.
-# Each member still in flight is removed and its message pushed (one the recovery has
-# pushed back already is not pushed twice); then the marker wakes an idle worker.
+# Each member's entry is removed and its message pushed; then the marker wakes an idle
+# worker. Pushed even when the entry is gone: the recovery may have pushed it already (a
+# harmless second copy, which the claim drops), or Redis may have lost it with its data.
 # Returns the queue's depth in Redis.
 PUSH_SCRIPT = """
 local lists = {h = KEYS[1], n = KEYS[2], l = KEYS[3]}
 for _, member in ipairs(ARGV) do
-    if redis.call('ZREM', KEYS[4], member) == 1 then
-        redis.call('LPUSH', lists[string.sub(member, 1, 1)] or KEYS[2], string.sub(member, 2))
-    end
+    redis.call('ZREM', KEYS[4], member)
+    redis.call('LPUSH', lists[string.sub(member, 1, 1)] or KEYS[2], string.sub(member, 2))
 end
 redis.call('ZADD', KEYS[5], 0, '1')
 return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
@@ -237,9 +237,7 @@ class DirectPush:
                 dropped.append((queue, member))
         self._pushes.extend(pushed)
         self._drops.extend(dropped)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="direct-push")
-            self._flusher.add_done_callback(_log_crash)
+        self._start_flusher()
 
     async def flushed(self) -> None:
         """Wait until every push asked for so far has been tried (tests; close)."""
@@ -281,6 +279,10 @@ class DirectPush:
         for attempt in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 batch = Batch(pipe)
+                if records:
+                    # No epoch marker: Redis lost its data and the reconciler has not
+                    # requeued yet; the migrator's path until it has.
+                    pipe.exists(self.keys.epoch_marker())
                 for q, members in records.items():
                     pipe.evalsha(self._record.sha, 1, self.keys.inflight(q), *members)
                 for q, members in by_queue.items():
@@ -300,6 +302,7 @@ class DirectPush:
                 await self.redis.script_load(PUSH_SCRIPT)
                 continue
             break
+        marker = replies.pop(0) if records else 1
         recorded = replies[: len(records)]
         depths = replies[len(records) : len(records) + len(by_queue)]
         rest = replies[len(records) + len(by_queue) :]
@@ -318,9 +321,24 @@ class DirectPush:
             if not isinstance(depth, Exception) and int(depth) >= self.max_depth:
                 self._full_until[q] = mono + FULL_BACKOFF
         errors = [r for r in recorded if isinstance(r, Exception)]
+        if isinstance(marker, Exception):
+            errors.append(marker)
         if errors:
             raise errors[0]
+        if not marker:
+            self._drop_later(records)
+            return False
         return True
+
+    def _drop_later(self, records: dict[str, list[bytes]]) -> None:
+        """Entries recorded for an insert that does not take the direct path."""
+        self._drops.extend((q, m) for q, members in records.items() for m in members)
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="direct-push")
+            self._flusher.add_done_callback(_log_crash)
 
     def _push_keys(self, queue: str) -> list[str]:
         return [
