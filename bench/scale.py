@@ -124,6 +124,8 @@ async def writes(ctx: Ctx) -> None:
                 [None] * n,
                 [None] * n,
                 [None] * n,  # concurrency_key
+                [None] * n,  # the migrator's path (not app.direct)
+                None,
             )
         ]
         per_step["insert"] = await _entries_per_index(conn, preds, ids)
