@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, NodesManager, RedisCluster
 from redis.crc import key_slot
 
 T = TypeVar("T")
@@ -78,9 +78,7 @@ class HybridCluster(RedisCluster):
         )
         self._pubsub_clients: dict[str, aioredis.Redis] = {}
 
-    async def _execute_command(
-        self, target_node: ClusterNode, *args: Any, **kwargs: Any
-    ) -> Any:
+    async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
         token = _IN_COMMAND.set(True)
         try:
             return await super()._execute_command(target_node, *args, **kwargs)
@@ -96,7 +94,13 @@ class HybridCluster(RedisCluster):
         for client in clients:
             await client.aclose()
 
-    def pubsub(self, **kwargs: Any) -> PubSub:  # type: ignore[override]
+    async def publish(self, channel: Any, message: Any, **kwargs: Any) -> int:
+        """PUBLISH on the primary that pubsub() subscribes on (a cluster forwards the
+        message to every node, but counts only the receivers of the node it reached)."""
+        n = await self.execute_command("PUBLISH", channel, message, target_nodes=self.DEFAULT_NODE)
+        return int(n)
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
         node = self.get_default_node() or next(iter(self.nodes_manager.startup_nodes.values()))
         client = self._pubsub_clients.get(node.name)
         if client is None:
@@ -109,6 +113,14 @@ class HybridCluster(RedisCluster):
 
 def is_cluster(redis: object) -> bool:
     return isinstance(redis, RedisCluster)
+
+
+def publish_in(pipe: Any, channel: str, message: bytes) -> None:
+    """Queue a PUBLISH on a pipeline (a cluster pipeline has no publish of its own)."""
+    if isinstance(pipe, ClusterPipeline):
+        pipe.execute_command("PUBLISH", channel, message, target_nodes=RedisCluster.DEFAULT_NODE)
+    else:
+        pipe.publish(channel, message)
 
 
 def slot_of(key: str) -> int:

@@ -122,7 +122,6 @@ class Batch:
         self._floats.clear()
         self._expires.clear()
 
-
     def _flush_hashes_by_shard(self, pipe: ClusterPipeline) -> None:
         nodes = pipe.cluster_client.nodes_manager
         by_shard: defaultdict[str, list[tuple[str, int, dict[str, str], int, int]]]

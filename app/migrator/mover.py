@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
-
 from redis.exceptions import RedisClusterException, RedisError
 
 from app.cluster import by_shard, is_cluster, per_shard

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-
 from redis.exceptions import NoScriptError
 
 from app.cluster import is_cluster, slot_of
@@ -172,8 +171,7 @@ class ClusterFetcher(Fetcher):
         if not groups:
             raise ConnectionError("the Redis shards of every served queue failed; retrying")
         waits = {
-            asyncio.create_task(self.redis.bzpopmin(g.markers, timeout=timeout)): g
-            for g in groups
+            asyncio.create_task(self.redis.bzpopmin(g.markers, timeout=timeout)): g for g in groups
         }
         done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -217,4 +215,6 @@ class ClusterFetcher(Fetcher):
 
 def make_fetcher(redis: aioredis.Redis, keys: Keys, queues: Sequence[str]) -> Fetcher:
     """The fetcher for this client: ClusterFetcher on a Redis Cluster."""
-    return ClusterFetcher(redis, keys, queues) if is_cluster(redis) else Fetcher(redis, keys, queues)
+    return (
+        ClusterFetcher(redis, keys, queues) if is_cluster(redis) else Fetcher(redis, keys, queues)
+    )

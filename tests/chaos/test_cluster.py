@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -213,16 +214,27 @@ async def test_a_shard_down_holds_back_only_its_queues_until_it_returns(
             await fill(rt, q, 300)
         for q in up:
             await wait_for(
-                lambda q=q: _queue_has(rt, q, "completed", 400),
+                functools.partial(_queue_has, rt, q, "completed", 400),
                 timeout=20,
                 what=f"queue {q} to flow with a shard down",
             )
         assert await count(rt, "completed", down) == 100
-        health = await _queue_health(rt)
+        health, metrics = await _observed(rt)
         assert health["redis"]["status"] == "degraded"
         by_shard = {s["shard"]: s for s in health["redis"]["shards"]}
         assert by_shard[f"127.0.0.1:{port}"]["status"] == "unhealthy"
         assert down in by_shard[f"127.0.0.1:{port}"]["queues"]
+        assert all(
+            by_shard[f"127.0.0.1:{group.port_of(rt.keys.wake_marker(q))}"]["status"] == "healthy"
+            for q in up
+        )
+        assert f'hybridq_redis_shard_up{{shard="127.0.0.1:{port}"}} 0.0' in metrics
+        assert (
+            f'hybridq_redis_queue_shard{{queue="{down}",shard="127.0.0.1:{port}"}} 1.0' in metrics
+        )
+        for q in up:
+            assert f'hybridq_redis_queue_depth{{level="normal",queue="{q}"}}' in metrics
+        assert f'hybridq_redis_queue_depth{{level="normal",queue="{down}"}}' not in metrics
 
         group.restart(port)  # back, empty
         await wait_for(
@@ -236,13 +248,16 @@ async def _queue_has(rt: Runtime, queue: str, status: str, n: int) -> bool:
     return await count(rt, status, queue) >= n
 
 
-async def _queue_health(rt: Runtime) -> Any:
+async def _observed(rt: Runtime) -> tuple[Any, str]:
+    """GET /health/queues and /metrics."""
     app = create_app(rt.settings, rt.registry)
     transport = httpx.ASGITransport(app=app)
     async with (
         serving(app, rt),
         httpx.AsyncClient(transport=transport, base_url="http://hybridq.test") as c,
     ):
-        response = await c.get("/health/queues")
-        assert response.status_code == 200, response.text
-        return response.json()
+        health = await c.get("/health/queues")
+        assert health.status_code == 200, health.text
+        metrics = await c.get("/metrics")
+        assert metrics.status_code == 200, metrics.text
+        return health.json(), metrics.text

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -109,7 +110,8 @@ class RedisClusterGroup:
         client = redis.Redis(port=next(iter(self.procs)), socket_timeout=1)
         try:
             slot = int(client.cluster("keyslot", key))
-            for start, end, primary, *_replicas in client.execute_command("CLUSTER SLOTS"):
+            slots: list[Any] = client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+            for start, end, primary, *_replicas in slots:
                 if int(start) <= slot <= int(end):
                     return int(primary[1])
         finally:
