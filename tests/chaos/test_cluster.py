@@ -156,6 +156,30 @@ async def test_priorities_stay_strict_within_each_queue(
         assert order[q] == [10] * 30 + [100] * 30 + [200] * 30, q
 
 
+async def test_a_backlog_on_one_shard_starves_no_queue_on_another(
+    crt: Runtime, registry: HandlerRegistry, group: RedisClusterGroup
+) -> None:
+    rt = crt
+    busy, *others = queues_on_shards(group, rt.keys.prefix)
+    order: list[str] = []
+    for q in (busy, *others):
+        await add_queue(rt, q)
+
+        @registry.handler(q)
+        async def handle(job: Job) -> None:
+            order.append(job.queue_name)
+
+    await fill(rt, busy, 400)
+    for q in others:
+        await fill(rt, q, 20)
+    await rt.migrator().move_due_jobs()
+    await rt.worker(burst=True, concurrency=4).run()
+    assert len(order) == 440
+    # Equal shares per pop: the two small queues are served as fast as the busy one.
+    last_small = max(i for i, q in enumerate(order) if q != busy)
+    assert last_small < 100, order[:100]
+
+
 async def test_a_shard_that_lost_its_data_has_only_its_jobs_queued_again(
     crt: Runtime, registry: HandlerRegistry, group: RedisClusterGroup
 ) -> None:
