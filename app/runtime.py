@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from app.cluster import HybridCluster
+from app.cluster import HybridCluster, is_cluster, primaries
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
 from app.db.cancels import CancelStore
@@ -166,12 +166,20 @@ class Runtime:
 
 
 async def warn_if_redis_can_evict(redis: aioredis.Redis) -> None:
-    """Queue lists must never be evicted: warn unless maxmemory-policy is noeviction."""
+    """Queue lists must never be evicted: warn unless maxmemory-policy is noeviction (on
+    every primary of a Redis Cluster)."""
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        if is_cluster(redis):
+            for node in await primaries(redis):
+                await _warn_if_can_evict(redis, target_nodes=node)
+            return
+        await _warn_if_can_evict(redis)
     except Exception as exc:  # CONFIG may be disabled on managed Redis
         log.warning("could not read Redis maxmemory-policy (%s); it must be noeviction", exc)
-        return
+
+
+async def _warn_if_can_evict(redis: aioredis.Redis, **target: Any) -> None:
+    policy = (await redis.config_get("maxmemory-policy", **target)).get("maxmemory-policy")
     if policy not in (None, "noeviction", b"noeviction"):
         log.warning(
             "Redis maxmemory-policy is %r: the server may evict queue lists. Set "

@@ -173,15 +173,18 @@ class ClusterFetcher(Fetcher):
         waits = {
             asyncio.create_task(self.redis.bzpopmin(g.markers, timeout=timeout)): g for g in groups
         }
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this wait is cancelled: no wait outlives it
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         for task in done:
-            exc = task.exception()
+            exc = None if task.cancelled() else task.exception()
             if exc is not None:
                 self._failed(waits[task], exc)
-        return await self._pop_from([g for g in groups if g.down_until == 0.0], count)
+        now = time.monotonic()
+        return await self._pop_from([g for g in groups if g.down_until <= now], count)
 
     async def _wait_one(self, group: SlotGroup, count: int, timeout: float) -> list[Popped]:
         """The wait and the pop of one group in one round trip (one slot: one shard)."""

@@ -180,6 +180,34 @@ async def test_a_backlog_on_one_shard_starves_no_queue_on_another(
     assert last_small < 100, order[:100]
 
 
+async def test_a_cancel_reaches_the_worker_over_cluster_pub_sub(
+    crt: Runtime, registry: HandlerRegistry
+) -> None:
+    rt = crt
+    started = asyncio.Event()
+
+    @registry.handler("t-c-cancel")
+    async def long_running(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await add_queue(rt, "t-c-cancel")
+    await fill(rt, "t-c-cancel", 1)
+    await rt.migrator().move_due_jobs()
+    worker = rt.worker(burst=True)
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(worker.cancels.subscribed.wait(), 10)
+    job_id = await rt.pool.fetchval("SELECT id FROM jobs WHERE queue_name = 't-c-cancel'")
+    async with _api(rt) as c:
+        response = await c.post(f"/jobs/{job_id}/cancel")
+    assert response.status_code == 200, response.text
+    # Stopped over pub/sub (published and answered through the cluster), not at a heartbeat.
+    assert (response.json()["status"], response.json()["outcome"]) == ("cancelled", "stopped")
+    await asyncio.wait_for(task, 10)
+    assert await rt.redis.hget(rt.keys.job(str(job_id)), "status") == b"cancelled"
+
+
 async def test_a_shard_that_lost_its_data_has_only_its_jobs_queued_again(
     crt: Runtime, registry: HandlerRegistry, group: RedisClusterGroup
 ) -> None:
@@ -272,14 +300,20 @@ async def _queue_has(rt: Runtime, queue: str, status: str, n: int) -> bool:
     return await count(rt, status, queue) >= n
 
 
-async def _observed(rt: Runtime) -> tuple[Any, str]:
-    """GET /health/queues and /metrics."""
+@contextlib.asynccontextmanager
+async def _api(rt: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(rt.settings, rt.registry)
     transport = httpx.ASGITransport(app=app)
     async with (
         serving(app, rt),
         httpx.AsyncClient(transport=transport, base_url="http://hybridq.test") as c,
     ):
+        yield c
+
+
+async def _observed(rt: Runtime) -> tuple[Any, str]:
+    """GET /health/queues and /metrics."""
+    async with _api(rt) as c:
         health = await c.get("/health/queues")
         assert health.status_code == 200, health.text
         metrics = await c.get("/metrics")
