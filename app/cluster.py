@@ -169,3 +169,19 @@ async def primaries(redis: aioredis.Redis) -> list[ClusterNode]:
     if cluster._initialize:
         await cluster.initialize()
     return sorted(cluster.get_primaries(), key=lambda n: str(n.name))
+
+
+async def ping(redis: aioredis.Redis, timeout: float = 2.0) -> None:
+    """PING. On a Redis Cluster every primary at once (each within `timeout`): it
+    passes if one answers, since the queues of the others flow; raises if none does."""
+    if not is_cluster(redis):
+        await redis.ping()
+        return
+    nodes = await primaries(redis)
+    answers = await asyncio.gather(
+        *(asyncio.wait_for(redis.ping(target_nodes=n), timeout) for n in nodes),
+        return_exceptions=True,
+    )
+    failures = [a for a in answers if isinstance(a, BaseException)]
+    if len(failures) == len(answers):
+        raise failures[0] if failures else ConnectionError("no Redis Cluster primary")

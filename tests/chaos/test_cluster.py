@@ -318,4 +318,7 @@ async def _observed(rt: Runtime) -> tuple[Any, str]:
         assert health.status_code == 200, health.text
         metrics = await c.get("/metrics")
         assert metrics.status_code == 200, metrics.text
+        # Ready: the other shards answer (and their queues flow).
+        ready = await c.get("/health/ready")
+        assert ready.status_code == 200, ready.text
         return health.json(), metrics.text

@@ -24,7 +24,7 @@ from app.api.health.schemas import (
     WorkersHealth,
 )
 from app.circuit import CircuitState, circuit_states
-from app.cluster import is_cluster
+from app.cluster import is_cluster, ping
 from app.observe import live_workers, redis_depths, redis_server, redis_shards
 from app.runtime import Runtime
 
@@ -60,7 +60,7 @@ async def ready(rt: RuntimeDep, request: Request) -> JSONResponse:
         await rt.pool.fetchval("SELECT 1", timeout=READY_TIMEOUT)
 
     async def check_redis() -> None:
-        await rt.redis.ping()
+        await ping(rt.redis, READY_TIMEOUT / 2)  # Redis Cluster: one primary answers
 
     checks: dict[str, str] = {}
     # The embedded services (worker, migrator, maintenance): "ok", or why one is down.
