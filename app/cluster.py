@@ -7,7 +7,10 @@ migrator's push, the maintenance passes, /health/queues) is split by shard here,
 call or pipeline per shard, and a shard that fails is skipped rather than failing the
 others: its queues wait, the others keep flowing.
 
-The client is redis-py's RedisCluster with two changes, for a shard that is down:
+The client is redis-py's RedisCluster with three changes, for a shard that is down:
+- a primary whose call failed is left out for a second (its calls fail at once, then a
+  PING looks whether it is back), so a hung primary does not hold every caller for a
+  socket timeout;
 - after a connection error redis-py closes every connection to every node and reads
   the slot map again; here it only reads the slot map again, so calls in flight to the
   healthy shards (a worker's blocking wait, a migrator's push) are not cut;
@@ -20,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, NodesManager, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,6 +39,72 @@ R = TypeVar("R")
 # Set while redis-py handles an error of one command: its aclose() then only marks the
 # slot map to be read again (see HybridCluster.aclose).
 _IN_COMMAND: contextvars.ContextVar[bool] = contextvars.ContextVar("in_command", default=False)
+
+
+# Seconds a primary whose call failed (refused, or timed out: a hung server) is left out:
+# its calls fail at once (ShardDown) meanwhile, so no caller waits on it; after that a
+# PING (within SHARD_PROBE_TIMEOUT) looks whether it answers again.
+SHARD_DOWN_SECONDS = 1.0
+SHARD_PROBE_TIMEOUT = 1.0
+_down_until: dict[str, float] = {}  # node name (host:port) -> when to probe it again
+_probes: dict[str, asyncio.Task[None]] = {}
+
+
+class ShardDown(RedisError):
+    """A call to a primary that failed a moment ago, refused at once. (Not a
+    ConnectionError: redis-py would read the slot map again for each.)"""
+
+
+class _GuardedNode(ClusterNode):
+    """A node whose calls fail fast while it is known down (see SHARD_DOWN_SECONDS)."""
+
+    __slots__ = ()
+
+    def _check(self) -> None:
+        until = _down_until.get(self.name)
+        if until is None:
+            return
+        if time.monotonic() >= until and self.name not in _probes:
+            _probes[self.name] = asyncio.create_task(self._probe())
+        raise ShardDown(f"Redis shard {self.name} is down; looked at again every second")
+
+    async def _probe(self) -> None:
+        try:
+            await asyncio.wait_for(ClusterNode.execute_command(self, "PING"), SHARD_PROBE_TIMEOUT)
+        except Exception:
+            _down_until[self.name] = time.monotonic() + SHARD_DOWN_SECONDS
+        else:
+            _down_until.pop(self.name, None)
+        finally:
+            _probes.pop(self.name, None)
+
+    def _failed(self) -> None:
+        _down_until[self.name] = time.monotonic() + SHARD_DOWN_SECONDS
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (ConnectionError, TimeoutError):
+            self._failed()
+            raise
+
+    async def execute_pipeline(self, commands: list[Any]) -> bool:
+        self._check()
+        try:
+            failed: bool = await super().execute_pipeline(commands)
+        except (ConnectionError, TimeoutError):
+            self._failed()
+            raise
+        if failed and any(isinstance(c.result, ConnectionError | TimeoutError) for c in commands):
+            self._failed()
+        return failed
+
+
+def _guard(nodes: Iterable[ClusterNode]) -> None:
+    for node in nodes:
+        if type(node) is ClusterNode:
+            node.__class__ = _GuardedNode
 
 
 class _KeepingNodesManager(NodesManager):
@@ -59,7 +130,12 @@ class _KeepingNodesManager(NodesManager):
             if replaced:
                 for nodes in {id(n): n for n in self.slots_cache.values()}.values():
                     nodes[:] = [replaced.get(id(n), n) for n in nodes]
+        _guard(new.values())
         super().set_nodes(old, new, remove_old)
+
+    def _update_moved_slots(self) -> None:
+        super()._update_moved_slots()
+        _guard(self.nodes_cache.values())
 
 
 class HybridCluster(RedisCluster):
@@ -76,6 +152,7 @@ class HybridCluster(RedisCluster):
             address_remap=nm.address_remap,
             event_dispatcher=self._event_dispatcher,
         )
+        _guard(self.nodes_manager.startup_nodes.values())
         self._pubsub_clients: dict[str, aioredis.Redis] = {}
 
     async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:

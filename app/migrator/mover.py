@@ -90,6 +90,7 @@ class Migrator:
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self._cluster = is_cluster(redis)
+        self._held: set[str] = set()  # Redis Cluster: queues whose shard failed
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
@@ -168,7 +169,9 @@ class Migrator:
     def _shard_failed(self, queues: list[str], exc: BaseException) -> None:
         """Redis Cluster: these queues' shard failed. They count as full (not moved) until
         a reading of their depth succeeds; the other queues go on."""
-        log.warning("queue(s) %s: their Redis shard failed (%r); held back", queues, exc)
+        if not self._held.issuperset(queues):  # once while it lasts, not every pass
+            log.warning("queue(s) %s: their Redis shard failed (%r); held back", queues, exc)
+        self._held.update(queues)
         for q in queues:
             self._depth[q] = self.settings.redis_queue_max_depth
 
@@ -183,8 +186,11 @@ class Migrator:
             self.redis, queues, self.keys.wake_marker, self._depth_pipeline
         ):
             if isinstance(result, BaseException):
-                log.warning("queue(s) %s: their Redis shard failed (%r)", group, result)
+                self._shard_failed(group, result)
                 result = [bound] * len(group)
+            elif self._held.intersection(group):
+                log.warning("queue(s) %s: their Redis shard answers again", group)
+                self._held.difference_update(group)
             depths.update(zip(group, result, strict=True))
         return [depths[q] for q in queues]
 

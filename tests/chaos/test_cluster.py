@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -242,9 +243,12 @@ async def test_a_shard_that_lost_its_data_has_only_its_jobs_queued_again(
     assert twice == 0
 
 
+@pytest.mark.parametrize("how", ["killed", "hung"])
 async def test_a_shard_down_holds_back_only_its_queues_until_it_returns(
-    crt: Runtime, registry: HandlerRegistry, group: RedisClusterGroup, csettings: Settings
+    crt: Runtime, registry: HandlerRegistry, group: RedisClusterGroup, how: str
 ) -> None:
+    """Killed (-9, then started again empty: its jobs are queued again) or hung
+    (SIGSTOP, then SIGCONT: it answers again with its data)."""
     rt = crt
     queues = queues_on_shards(group, rt.keys.prefix)
     down, up = queues[0], queues[1:]
@@ -261,7 +265,10 @@ async def test_a_shard_down_holds_back_only_its_queues_until_it_returns(
         for q in queues:
             await fill(rt, q, 100)
         await wait_for(lambda: _all(rt, "completed", 300), timeout=20, what="first jobs")
-        group.kill(port)
+        if how == "killed":
+            group.kill(port)
+        else:
+            group.procs[port].send_signal(signal.SIGSTOP)
         for q in queues:
             await fill(rt, q, 300)
         for q in up:
@@ -288,7 +295,10 @@ async def test_a_shard_down_holds_back_only_its_queues_until_it_returns(
             assert f'hybridq_redis_queue_depth{{level="normal",queue="{q}"}}' in metrics
         assert f'hybridq_redis_queue_depth{{level="normal",queue="{down}"}}' not in metrics
 
-        group.restart(port)  # back, empty
+        if how == "killed":
+            group.restart(port)  # back, empty
+        else:
+            group.procs[port].send_signal(signal.SIGCONT)
         await wait_for(
             lambda: _all(rt, "completed", 1200), timeout=30, what="every job after the return"
         )
