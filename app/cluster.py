@@ -64,7 +64,11 @@ class _GuardedNode(ClusterNode):
         until = _down_until.get(self.name)
         if until is None:
             return
-        if time.monotonic() >= until and self.name not in _probes:
+        probe = _probes.get(self.name)
+        # A probe left by another event loop (tests run one per test) never ends here.
+        if time.monotonic() >= until and (
+            probe is None or probe.done() or probe.get_loop() is not asyncio.get_running_loop()
+        ):
             _probes[self.name] = asyncio.create_task(self._probe())
         raise ShardDown(f"Redis shard {self.name} is down; looked at again every second")
 
@@ -76,7 +80,8 @@ class _GuardedNode(ClusterNode):
         else:
             _down_until.pop(self.name, None)
         finally:
-            _probes.pop(self.name, None)
+            if _probes.get(self.name) is asyncio.current_task():
+                del _probes[self.name]
 
     def _failed(self) -> None:
         _down_until[self.name] = time.monotonic() + SHARD_DOWN_SECONDS
