@@ -13,7 +13,9 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.exceptions import RedisClusterException
 
+from app.cluster import ping
 from app.logs import configure_logging
 from app.loops import Backoff, wait_any
 from app.runtime import BackgroundServices, Runtime, open_runtime
@@ -39,6 +41,7 @@ UNREACHABLE = (
     asyncpg.InterfaceError,
     aioredis.ConnectionError,
     aioredis.TimeoutError,
+    RedisClusterException,  # no node of a Redis Cluster reachable
 )
 
 
@@ -52,7 +55,7 @@ async def open_when_reachable(
         attempt = contextlib.AsyncExitStack()
         try:
             runtime = await attempt.enter_async_context(open_runtime(settings))
-            await runtime.redis.ping()
+            await ping(runtime.redis)
         except UNREACHABLE as exc:
             await attempt.aclose()
             delay = backoff.next()

@@ -38,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -214,7 +215,11 @@ class DirectPush:
         except Exception as exc:
             log.warning("direct push off for this insert: could not record it (%s)", exc)
             return None
-        if not recorded:
+        for i, (queue, _member) in list(members.items()):
+            if queue not in recorded:
+                del members[i]
+                priorities[i] = None
+        if not members:
             return None
         return DirectPlan(ids=ids, priorities=priorities, created_at=now, members=members)
 
@@ -269,25 +274,27 @@ class DirectPush:
         records: dict[str, list[bytes]],
         pushes: list[tuple[str, bytes, uuid.UUID]],
         drops: list[tuple[str, bytes]],
-    ) -> bool:
+    ) -> set[str]:
         """One round trip: record these entries, push these jobs, drop these entries,
-        and write the job hashes and counter the migrator would write (a cache). True
-        when every entry was recorded; a failed push is logged (the recovery pushes)."""
+        and write the job hashes and counter the migrator would write (a cache). Returns
+        the queues whose entries were recorded and whose epoch marker holds (raises when
+        a record failed); a failed push is logged (the recovery pushes)."""
         by_queue: dict[str, list[bytes]] = defaultdict(list)
         for queue, member, _id in pushes:
             by_queue[queue].append(member)
         for attempt in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 batch = Batch(pipe)
-                if records:
-                    # No epoch marker: Redis lost its data and the reconciler has not
-                    # requeued yet; the migrator's path until it has.
-                    pipe.exists(self.keys.epoch_marker())
+                # No epoch marker: Redis lost its data (on a Redis Cluster: the shard of
+                # the queue, whose marker is the queue's own) and the reconciler has
+                # not requeued yet; the migrator's path until it has.
+                markers = self._markers(records)
+                for marker_key in markers:
+                    pipe.exists(marker_key)
                 for q, members in records.items():
-                    pipe.evalsha(self._record.sha, 1, self.keys.inflight(q), *members)
+                    self._script(pipe, self._record, [self.keys.inflight(q)], members)
                 for q, members in by_queue.items():
-                    keys = self._push_keys(q)
-                    pipe.evalsha(self._push.sha, len(keys), *keys, *members)
+                    self._script(pipe, self._push, self._push_keys(q), members)
                     self.metrics.count(batch, "migrated", q, len(members))
                 for q, member in drops:
                     pipe.zrem(self.keys.inflight(q), member)
@@ -302,7 +309,7 @@ class DirectPush:
                 await self.redis.script_load(PUSH_SCRIPT)
                 continue
             break
-        marker = replies.pop(0) if records else 1
+        found, replies = replies[: len(markers)], replies[len(markers) :]
         recorded = replies[: len(records)]
         depths = replies[len(records) : len(records) + len(by_queue)]
         rest = replies[len(records) + len(by_queue) :]
@@ -320,18 +327,35 @@ class DirectPush:
         for q, depth in zip(by_queue, depths, strict=True):
             if not isinstance(depth, Exception) and int(depth) >= self.max_depth:
                 self._full_until[q] = mono + FULL_BACKOFF
-        errors = [r for r in recorded if isinstance(r, Exception)]
-        if isinstance(marker, Exception):
-            errors.append(marker)
+        errors = [r for r in (*found, *recorded) if isinstance(r, Exception)]
         if errors:
             raise errors[0]
-        if not marker:
-            self._drop_later(records)
-            return False
-        return True
+        if self.keys.cluster:
+            lost = {q for q, ok in zip(records, found, strict=True) if not ok}
+        else:
+            lost = set(records) if found and not found[0] else set()
+        self._drop_later({q: records[q] for q in lost})
+        return set(records) - lost
+
+    def _script(self, pipe: Any, script: Any, keys: list[str], args: list[bytes]) -> None:
+        """Queue a script call: by its SHA (loaded on NOSCRIPT, see `_send`), or whole
+        on a Redis Cluster, whose pipelines refuse EVALSHA."""
+        if self.keys.cluster:
+            pipe.eval(script.script, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _markers(self, records: dict[str, list[bytes]]) -> list[str]:
+        if not records:
+            return []
+        if self.keys.cluster:
+            return [self.keys.queue_epoch(q) for q in records]
+        return [self.keys.epoch_marker()]
 
     def _drop_later(self, records: dict[str, list[bytes]]) -> None:
-        """Entries recorded for an insert that does not take the direct path."""
+        """Entries recorded for jobs that do not take the direct path."""
+        if not records:
+            return
         self._drops.extend((q, m) for q, members in records.items() for m in members)
         self._start_flusher()
 

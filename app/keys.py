@@ -37,9 +37,11 @@ LEVEL_CODES: Final = {"high": "h", "normal": "n", "low": "l"}
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Builds Redis key names under `prefix`."""
+    """Builds Redis key names under `prefix`. With `cluster` (Redis Cluster), keys that
+    one script touches together share a hash tag: the circuit breakers' `{circuits}`."""
 
     prefix: str = ""
+    cluster: bool = False
 
     def _queue(self, queue_name: str) -> str:
         return f"{self.prefix}queue:{{{encode_queue_name(queue_name)}}}"
@@ -71,6 +73,11 @@ class Keys:
         """Sorted set of at most one member, present while the queue's lists may hold
         jobs: idle workers block on it (BZPOPMIN) instead of on the lists."""
         return f"{self._queue(queue_name)}:marker"
+
+    def queue_epoch(self, queue_name: str) -> str:
+        """Redis Cluster only: the queue's loss marker (as `epoch`, per queue): in the
+        queue's slot, so it goes when the shard holding the queue loses its data."""
+        return f"{self._queue(queue_name)}:epoch"
 
     def legacy_queue_lists(self, queue_name: str) -> tuple[str, str, str]:
         """The lists of the key format before issue 11 (`queue:<name>:high`,
@@ -122,12 +129,14 @@ class Keys:
     def circuit(self, kind: str, target: str) -> str:
         """Hash of one circuit breaker (`kind` is `smtp` or `webhook`; `target` the
         server's host:port), shared by every process."""
+        if self.cluster:
+            return f"{self.prefix}circuit:{{circuits}}:{kind}:{target}"
         return f"{self.prefix}circuit:{kind}:{target}"
 
     def circuits_index(self) -> str:
         """Set of the breakers not known healthy (`<kind>:<target>`), so health reads
         them without a scan."""
-        return f"{self.prefix}circuits"
+        return f"{self.prefix}circuits" + (":{circuits}" if self.cluster else "")
 
     def warmup_lock(self, mailbox: str) -> str:
         """Held while a warm-up job sends for `mailbox`: one run per mailbox at a time."""

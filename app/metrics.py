@@ -14,10 +14,11 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 
+from app.cluster import is_cluster, per_shard
 from app.keys import Keys
 from app.redis_batch import Batch, redis_batch
 
@@ -162,13 +163,21 @@ def _text(value: bytes | str) -> str:
 
 
 async def read_stored_metrics(redis: aioredis.Redis, keys: Keys) -> StoredMetrics:
-    """Every counter and histogram, in one pipeline of HGETALLs."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in COUNTERS:
-            pipe.hgetall(keys.metric_counter(name))
-        for name in HISTOGRAMS:
-            pipe.hgetall(keys.metric_histogram(name))
-        results = await pipe.execute()
+    """Every counter and histogram, in one pipeline of HGETALLs (on a Redis Cluster, one
+    per shard: the hashes of a shard that fails read as empty)."""
+    names = [keys.metric_counter(n) for n in COUNTERS] + [
+        keys.metric_histogram(n) for n in HISTOGRAMS
+    ]
+    if is_cluster(redis):
+        found: dict[str, Any] = {}
+        for _shard, group, result in await per_shard(
+            redis, names, str, lambda g: _hgetall(redis, g)
+        ):
+            if not isinstance(result, BaseException):
+                found.update(zip(group, result, strict=True))
+        results = [found.get(name, {}) for name in names]
+    else:
+        results = await _hgetall(redis, names)
     counters: dict[str, dict[str, int]] = {}
     for name, raw in zip(COUNTERS, results[: len(COUNTERS)], strict=True):
         counters[name] = {_text(q): int(v) for q, v in raw.items()}
@@ -186,3 +195,10 @@ async def read_stored_metrics(redis: aioredis.Redis, keys: Keys) -> StoredMetric
                 data.buckets[part] = int(v)
         histograms[name] = per_queue
     return StoredMetrics(counters=counters, histograms=histograms)
+
+
+async def _hgetall(redis: aioredis.Redis, names: list[str]) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(name)
+        return list(await pipe.execute())

@@ -4,21 +4,48 @@ the Redis server's own figures."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
+from app.cluster import by_shard, is_cluster, per_shard, primaries
 from app.keys import PRIORITY_LEVELS, Keys
 
 WORKER_IDS_MAX = 1000
+# Seconds a shard may take to answer the health probe before it counts as down.
+SHARD_TIMEOUT = 2.0
 
 
 async def redis_depths(
     redis: aioredis.Redis, keys: Keys, queue_names: Sequence[str]
 ) -> dict[str, dict[str, int]]:
-    """queue -> level (high, normal, low) -> LLEN, in one pipeline."""
+    """queue -> level (high, normal, low) -> LLEN, in one pipeline. On a Redis Cluster,
+    one pipeline per shard, and the queues of a shard that fails are left out (its
+    state is in `redis_shards`); an error only if every shard failed."""
+    if not is_cluster(redis):
+        return await _depths(redis, keys, queue_names)
+    out: dict[str, dict[str, int]] = {}
+    failures = []
+    results = await per_shard(
+        redis, queue_names, keys.wake_marker, lambda g: _depths(redis, keys, g)
+    )
+    for _shard, _group, result in results:
+        if isinstance(result, BaseException):
+            failures.append(result)
+        else:
+            out.update(result)
+    if failures and len(failures) == len(results):
+        raise failures[0]
+    return {q: out[q] for q in queue_names if q in out}
+
+
+async def _depths(
+    redis: aioredis.Redis, keys: Keys, queue_names: Sequence[str]
+) -> dict[str, dict[str, int]]:
     async with redis.pipeline(transaction=False) as pipe:
         for q in queue_names:
             for level in PRIORITY_LEVELS:
@@ -56,12 +83,49 @@ class RedisServer:
     connected_clients: int
 
 
-async def redis_server(redis: aioredis.Redis) -> RedisServer:
-    pong = await redis.ping()
-    memory = await redis.info("memory")
-    clients = await redis.info("clients")
+async def redis_server(redis: aioredis.Redis, **target: Any) -> RedisServer:
+    """`target`: target_nodes=<a primary> on a Redis Cluster."""
+    pong = await redis.ping(**target)
+    memory = await redis.info("memory", **target)
+    clients = await redis.info("clients", **target)
     return RedisServer(
         ping="PONG" if pong else str(pong),
         memory_used=str(memory.get("used_memory_human", "unknown")),
         connected_clients=int(clients.get("connected_clients", 0)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    """Redis Cluster: one primary, whether it answers, and the queues it holds."""
+
+    shard: str  # host:port
+    server: RedisServer | None  # None: it did not answer
+    error: str | None
+    queues: list[str]
+
+
+async def redis_shards(
+    redis: aioredis.Redis, keys: Keys, queue_names: Sequence[str]
+) -> list[ShardState]:
+    """Every primary of the cluster (asked concurrently, each under SHARD_TIMEOUT), and
+    the queues whose keys it holds."""
+    nodes = await primaries(redis)
+    held = await by_shard(redis, queue_names, keys.wake_marker)
+    answers = await asyncio.gather(
+        *(asyncio.wait_for(redis_server(redis, target_nodes=n), SHARD_TIMEOUT) for n in nodes),
+        return_exceptions=True,
+    )
+    return [
+        ShardState(
+            shard=str(node.name),
+            server=None if isinstance(answer, BaseException) else answer,
+            error=(
+                f"{type(answer).__name__}: {answer}"[:200]
+                if isinstance(answer, BaseException)
+                else None
+            ),
+            queues=held.get(str(node.name), []),
+        )
+        for node, answer in zip(nodes, answers, strict=True)
+    ]

@@ -16,11 +16,14 @@ from collections.abc import AsyncIterator
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
+from redis.crc import key_slot
 
 # ARGV[1]: a JSON array of [key, ttl, {field: value}, guard, attempt] (ttl 0: leave the
 # TTL alone). One argument rather than thousands: redis-py packs every argument in
-# Python, and that packing was the largest cost of a batch. (The keys are not declared
-# in KEYS: this targets a single Redis server or a Sentinel group, not Redis Cluster.)
+# Python, and that packing was the largest cost of a batch. The keys are not declared
+# in KEYS; on a Redis Cluster one EVAL goes to each shard with the hashes it holds,
+# its first key declared (for the routing) and the flag that lets it touch the others.
 # `guard` keeps job hashes monotonic when writes from different processes cross (a
 # migrator's post-commit write landing after a fast worker's outcome): see GUARD_*.
 _WRITE_HASHES = """
@@ -57,6 +60,8 @@ end
 return #items
 """
 
+_WRITE_HASHES_CLUSTER = "#!lua flags=allow-cross-slot-keys\n" + _WRITE_HASHES
+
 # Guards of a job-hash write (`attempt`: the write's attempt number):
 GUARD_NONE = 0  # always applies (hand-backs, stalls, operator actions)
 # migrated_to_redis with `attempt` attempts spent: not over a later attempt's state, nor
@@ -72,7 +77,7 @@ _HASHES_PER_EVAL = 1000
 
 
 class Batch:
-    def __init__(self, pipe: Pipeline) -> None:
+    def __init__(self, pipe: Pipeline | ClusterPipeline) -> None:
         self.pipe = pipe
         self._hashes: list[tuple[str, int, dict[str, str], int, int]] = []
         self._ints: Counter[tuple[str, str]] = Counter()
@@ -98,10 +103,13 @@ class Batch:
 
     def flush(self) -> None:
         """Add the gathered writes to the pipeline (called on exit of `redis_batch`)."""
-        hashes = self._hashes
-        for start in range(0, len(hashes), _HASHES_PER_EVAL):
-            blob = orjson.dumps(hashes[start : start + _HASHES_PER_EVAL])
-            self.pipe.eval(_WRITE_HASHES, 0, blob)
+        if isinstance(self.pipe, ClusterPipeline):
+            self._flush_hashes_by_shard(self.pipe)
+        else:
+            hashes = self._hashes
+            for start in range(0, len(hashes), _HASHES_PER_EVAL):
+                blob = orjson.dumps(hashes[start : start + _HASHES_PER_EVAL])
+                self.pipe.eval(_WRITE_HASHES, 0, blob)
         for (key, field), n in self._ints.items():
             if n:
                 self.pipe.hincrby(key, field, n)
@@ -113,6 +121,21 @@ class Batch:
         self._ints.clear()
         self._floats.clear()
         self._expires.clear()
+
+    def _flush_hashes_by_shard(self, pipe: ClusterPipeline) -> None:
+        nodes = pipe.cluster_client.nodes_manager
+        by_shard: defaultdict[str, list[tuple[str, int, dict[str, str], int, int]]]
+        by_shard = defaultdict(list)
+        for item in self._hashes:
+            try:
+                shard = nodes.get_node_from_slot(key_slot(item[0].encode())).name
+            except Exception:  # the slot map is being read again: one EVAL for this key
+                shard = item[0]
+            by_shard[shard].append(item)
+        for items in by_shard.values():
+            for start in range(0, len(items), _HASHES_PER_EVAL):
+                chunk = items[start : start + _HASHES_PER_EVAL]
+                pipe.eval(_WRITE_HASHES_CLUSTER, 1, chunk[0][0], orjson.dumps(chunk))
 
 
 @contextlib.asynccontextmanager

@@ -7,13 +7,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 
+from app.cluster import HybridCluster, is_cluster, primaries
 from app.counts_cache import CountsCache
 from app.crypto import PayloadCipher
 from app.db.actions import ActionStore
@@ -62,6 +65,8 @@ def make_redis(settings: Settings) -> aioredis.Redis:
         "max_connections": max(16, settings.db_pool_max_size * 2),
         "timeout": settings.redis_timeout,  # of the blocking pool: wait for a connection
     }
+    if settings.cluster_mode:
+        return make_cluster(settings, options)
     if not settings.redis_sentinels:
         pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **options)
         return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
@@ -84,6 +89,20 @@ def make_redis(settings: Settings) -> aioredis.Redis:
         **options,
     )
     return master
+
+
+def make_cluster(settings: Settings, options: dict[str, Any]) -> aioredis.Redis:
+    """A Redis Cluster client (app.cluster) that discovers the nodes from REDIS_URL's.
+    redis-py's own retries are off: every loop already retries, and a retry of a
+    pipeline that reached a dead shard would stall the healthy ones' work with it."""
+    del options["timeout"]  # connections per node are not pooled with a wait
+    options["max_connections"] = 2**31  # a node's connections: one per concurrent call
+    cluster = HybridCluster.from_url(
+        settings.redis_node_url, retry=Retry(NoBackoff(), 0), **options
+    )
+    # Typed as the plain client: the cluster client answers the same commands, and the
+    # code that must act per shard asks app.cluster.is_cluster.
+    return cast(aioredis.Redis, cluster)
 
 
 class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -152,12 +171,20 @@ class Runtime:
 
 
 async def warn_if_redis_can_evict(redis: aioredis.Redis) -> None:
-    """Queue lists must never be evicted: warn unless maxmemory-policy is noeviction."""
+    """Queue lists must never be evicted: warn unless maxmemory-policy is noeviction (on
+    every primary of a Redis Cluster)."""
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        if is_cluster(redis):
+            for node in await primaries(redis):
+                await _warn_if_can_evict(redis, target_nodes=node)
+            return
+        await _warn_if_can_evict(redis)
     except Exception as exc:  # CONFIG may be disabled on managed Redis
         log.warning("could not read Redis maxmemory-policy (%s); it must be noeviction", exc)
-        return
+
+
+async def _warn_if_can_evict(redis: aioredis.Redis, **target: Any) -> None:
+    policy = (await redis.config_get("maxmemory-policy", **target)).get("maxmemory-policy")
     if policy not in (None, "noeviction", b"noeviction"):
         log.warning(
             "Redis maxmemory-policy is %r: the server may evict queue lists. Set "
@@ -199,7 +226,7 @@ async def open_runtime(
             declared, [cipher.encrypt(s.queue_name, s.payload) for s in declared]
         )
         await warn_if_redis_can_evict(redis)
-        keys = Keys(settings.redis_prefix)
+        keys = Keys(settings.redis_prefix, cluster=settings.cluster_mode)
         direct = (
             DirectPush(
                 pool,

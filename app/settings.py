@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     redis_sentinel_password: str = Field(
         "", description="Password of the Sentinels themselves (not of the primary); empty: none."
     )
+    redis_cluster: bool = Field(
+        False,
+        description="REDIS_URL is one node of a Redis Cluster (also implied by a "
+        "redis+cluster:// or rediss+cluster:// URL); the client finds the others.",
+    )
     redis_prefix: str = Field(
         "hq:", description="Prefix of every Redis key, so tenants and test runs can share a server."
     )
@@ -393,8 +398,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if not value.startswith(schemes):
+            raise ValueError("must start with redis://, rediss:// or unix:// (or +cluster)")
         return value
 
     @field_validator("redis_sentinels")
@@ -410,8 +416,19 @@ class Settings(BaseSettings):
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [(e.rpartition(":")[0], int(e.rpartition(":")[2])) for e in self.redis_sentinels]
 
+    @property
+    def cluster_mode(self) -> bool:
+        return self.redis_cluster or self.redis_url.split("://", 1)[0].endswith("+cluster")
+
+    @property
+    def redis_node_url(self) -> str:
+        """REDIS_URL without the `+cluster` of its scheme."""
+        return self.redis_url.replace("+cluster://", "://", 1)
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.cluster_mode and (self.redis_sentinels or "{" in self.redis_prefix):
+            raise ValueError("Redis Cluster takes no sentinels, nor braces in redis_prefix")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("db_pool_min_size must not exceed db_pool_max_size")
         if self.backoff_base > self.backoff_max:

@@ -9,6 +9,7 @@ its own). A fresh registry with one custom collector renders one scrape's readin
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
@@ -24,9 +25,10 @@ from prometheus_client.registry import Collector
 from app.api.common import UNAVAILABLE_EXAMPLES, MessageOut, documented
 from app.api.deps import RuntimeDep
 from app.circuit import CircuitState, circuit_states
+from app.cluster import is_cluster
 from app.counts_cache import CountsSnapshot
 from app.metrics import COUNTERS, HISTOGRAMS, StoredMetrics, read_stored_metrics
-from app.observe import LiveWorkers, live_workers, redis_depths
+from app.observe import LiveWorkers, ShardState, live_workers, redis_depths, redis_shards
 
 router = APIRouter(tags=["metrics"])
 
@@ -53,6 +55,7 @@ class SnapshotCollector(Collector):
         depths: dict[str, dict[str, int]],
         workers: LiveWorkers,
         circuits: list[CircuitState] | None = None,
+        shards: list[ShardState] | None = None,
     ) -> None:
         self.stored = stored
         self.counts = snapshot.counts
@@ -60,6 +63,7 @@ class SnapshotCollector(Collector):
         self.depths = depths
         self.workers = workers
         self.circuits = circuits or []
+        self.shards = shards
 
     def collect(self) -> Iterator[Metric]:
         for name, help_text in COUNTERS.items():
@@ -117,6 +121,26 @@ class SnapshotCollector(Collector):
             value=self.workers.count,
         )
         yield from self._circuits()
+        if self.shards is not None:
+            yield from self._shards(self.shards)
+
+    def _shards(self, shards: list[ShardState]) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "hybridq_redis_shard_up",
+            "Redis Cluster: 1 if the primary answers, 0 if not (its queues wait).",
+            labels=["shard"],
+        )
+        held = GaugeMetricFamily(
+            "hybridq_redis_queue_shard",
+            "Redis Cluster: 1 for the shard (primary) that holds each queue's keys.",
+            labels=["queue", "shard"],
+        )
+        for s in shards:
+            up.add_metric([s.shard], 1 if s.server is not None else 0)
+            for queue in s.queues:
+                held.add_metric([queue, s.shard], 1)
+        yield up
+        yield held
 
     def _circuits(self) -> Iterator[Metric]:
         # Only breakers that are not healthy are stored, so a healthy one has no series.
@@ -146,7 +170,9 @@ class SnapshotCollector(Collector):
     "to start; run duration), by queue, totalled across every process through Redis; "
     "gauges of Redis list depths, live workers and circuit breakers that are not "
     "healthy, computed at the scrape, and of jobs in PostgreSQL by queue and status, "
-    "counted at most STATS_MAX_AGE seconds ago (hybridq_job_counts_age_seconds).",
+    "counted at most STATS_MAX_AGE seconds ago (hybridq_job_counts_age_seconds). On a "
+    "Redis Cluster, each shard's state (hybridq_redis_shard_up) and the shard of each "
+    "queue; a shard that is down leaves its series out rather than failing the scrape.",
     response_class=Response,
     responses={
         200: {
@@ -161,9 +187,20 @@ async def metrics(rt: RuntimeDep) -> Response:
     snapshot = await rt.counts.get()
     queues = [q.name for q in await rt.queues.list_queues(after=None, limit=10_000)]
     depths = await redis_depths(rt.redis, rt.keys, queues)
-    workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
-    circuits = await circuit_states(rt.redis, rt.keys)
+    shards: list[ShardState] | None = None
+    workers = LiveWorkers(count=0, ids=[])
+    circuits: list[CircuitState] = []
+    if is_cluster(rt.redis):
+        # A shard that is down leaves its series out; hybridq_redis_shard_up says which.
+        shards = await redis_shards(rt.redis, rt.keys, queues)
+        with contextlib.suppress(Exception):
+            workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
+        with contextlib.suppress(Exception):
+            circuits = await circuit_states(rt.redis, rt.keys)
+    else:
+        workers = await live_workers(rt.redis, rt.keys, rt.settings.visibility_timeout)
+        circuits = await circuit_states(rt.redis, rt.keys)
     registry = CollectorRegistry(auto_describe=False)
     age = rt.counts.age_of(snapshot)
-    registry.register(SnapshotCollector(stored, snapshot, age, depths, workers, circuits))
+    registry.register(SnapshotCollector(stored, snapshot, age, depths, workers, circuits, shards))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -23,6 +23,7 @@ from app.api.actions import apply_action
 from app.api.dead_letters.routes import replay_dead_letters
 from app.api.dead_letters.schemas import BulkReplayIn
 from app.api.pagination import decode_time_id_cursor, page_of, time_id_cursor
+from app.cluster import is_cluster
 from app.crypto import MARKER
 from app.dashboard import queries
 from app.dashboard.history import WINDOWS, Bucket, Window, read_history
@@ -337,7 +338,8 @@ class DashboardData:
                 ),
             )
             ids = [_text(member) for member, _ in entries]
-            beats = await redis.mget([keys.worker_heartbeat(i) for i in ids]) if ids else []
+            names = [keys.worker_heartbeat(i) for i in ids]
+            beats = await _mget(redis, names) if ids else []
             for worker_id, (_, score), beat in zip(ids, entries, beats, strict=True):
                 info = _beat_info(beat)
                 live.append(
@@ -395,3 +397,10 @@ def _beat_info(beat: bytes | str | None) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+async def _mget(redis: Any, names: list[str]) -> list[Any]:
+    """MGET; on a Redis Cluster one per shard (the keys are in different slots)."""
+    if is_cluster(redis):
+        return list(await redis.mget_nonatomic(names))
+    return list(await redis.mget(names))

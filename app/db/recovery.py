@@ -81,6 +81,25 @@ WHERE jobs.id = batch.id AND jobs.status = 'migrated_to_redis'
 RETURNING jobs.id
 """
 
+# The same, for the jobs of some queues only ($3): Redis Cluster, a shard lost its data.
+REQUEUE_QUEUES_MIGRATED_BEFORE = """
+WITH batch AS (
+    SELECT id FROM jobs
+    WHERE status = 'migrated_to_redis' AND updated_at < $2 AND queue_name = ANY($3::text[])
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'queued', updated_at = now()
+FROM batch
+WHERE jobs.id = batch.id AND jobs.status = 'migrated_to_redis'
+RETURNING jobs.id
+"""
+
+ANY_QUEUES_MIGRATED_BEFORE = """
+SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'migrated_to_redis' AND updated_at < $1
+               AND queue_name = ANY($2::text[]))
+"""
+
 ANY_MIGRATED_BEFORE = """
 SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'migrated_to_redis' AND updated_at < $1)
 """
@@ -115,14 +134,22 @@ class RecoveryStore:
         value: datetime = await self.pool.fetchval("SELECT now()")
         return value
 
-    async def requeue_migrated_before(self, before: datetime, limit: int) -> int:
-        """migrated_to_redis -> queued for up to `limit` jobs migrated before `before`."""
-        return len(await self.pool.fetch(REQUEUE_MIGRATED_BEFORE, limit, before))
+    async def requeue_migrated_before(
+        self, before: datetime, limit: int, queues: list[str] | None = None
+    ) -> int:
+        """migrated_to_redis -> queued for up to `limit` jobs migrated before `before`
+        (of these `queues` only, if given)."""
+        if queues is None:
+            return len(await self.pool.fetch(REQUEUE_MIGRATED_BEFORE, limit, before))
+        return len(await self.pool.fetch(REQUEUE_QUEUES_MIGRATED_BEFORE, limit, before, queues))
 
     async def queue_names(self) -> list[str]:
         """Every queue, paused ones included (their lists may still hold jobs)."""
         return [r["name"] for r in await self.pool.fetch(QUEUE_NAMES)]
 
-    async def any_migrated_before(self, before: datetime) -> bool:
-        """Whether a job migrated before `before` is still migrated_to_redis."""
-        return bool(await self.pool.fetchval(ANY_MIGRATED_BEFORE, before))
+    async def any_migrated_before(self, before: datetime, queues: list[str] | None = None) -> bool:
+        """Whether a job migrated before `before` (of these `queues`, if given) is still
+        migrated_to_redis."""
+        if queues is None:
+            return bool(await self.pool.fetchval(ANY_MIGRATED_BEFORE, before))
+        return bool(await self.pool.fetchval(ANY_QUEUES_MIGRATED_BEFORE, before, queues))

@@ -49,7 +49,7 @@ class HandlerContext:
     @classmethod
     def build(cls, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> HandlerContext:
         """The services on an open pool and Redis client."""
-        keys = Keys(settings.redis_prefix)
+        keys = Keys(settings.redis_prefix, cluster=settings.cluster_mode)
         breakers = CircuitBreakers(
             redis,
             keys,

@@ -128,6 +128,13 @@ TRANSITIONS: Final = (
         "recovery:REQUEUE_MIGRATED_BEFORE",
         "Redis lost its data",
     ),
+    _t(
+        "migrated_to_redis",
+        "queued",
+        "maintenance",
+        "recovery:REQUEUE_QUEUES_MIGRATED_BEFORE",
+        "a Redis Cluster shard lost its data",
+    ),
     _t("failed", "queued", "operator", "actions:REPLAY_JOB", "replay of one dead letter"),
     _t("failed", "queued", "operator", "actions:REPLAY_DEAD_LETTERS", "replay of a queue's"),
     _t("failed", "discarded", "operator", "actions:DISCARD_JOB", "discard of a dead letter"),

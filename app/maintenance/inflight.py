@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from app.cluster import is_cluster, per_shard
 from app.db.recovery import RecoveryStore
 from app.keys import Keys
 from app.settings import Settings
@@ -79,22 +80,45 @@ class InflightRecovery:
 
     async def run_once(self) -> int:
         queues = await self.store.queue_names()
+        if is_cluster(self.redis):  # no cluster ever held the legacy lists
+            return await self.recover(queues)
         return await self.recover(queues) + await self.drain_legacy(queues)
+
+    async def _recover_pipeline(self, queues: list[str]) -> list[Any]:
+        visibility_ms = max(1, round(self.settings.visibility_timeout * 1000))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                keys = [*self.keys.queue_lists(q), self.keys.inflight(q)]
+                keys.append(self.keys.wake_marker(q))
+                if is_cluster(self.redis):  # a cluster pipeline sends no SCRIPT LOAD
+                    pipe.eval(RECOVER_SCRIPT, len(keys), *keys, visibility_ms, BATCH)
+                else:
+                    await self._recover(keys=keys, args=[visibility_ms, BATCH], client=pipe)
+            return list(await pipe.execute())
+
+    async def _recover_round(self, queues: list[str]) -> list[tuple[str, Any]]:
+        """One script call per queue: (queue, messages pushed back). On a Redis Cluster,
+        one pipeline per shard; the queues of a shard that fails are skipped."""
+        if not is_cluster(self.redis):
+            return list(zip(queues, await self._recover_pipeline(queues), strict=True))
+        out: list[tuple[str, Any]] = []
+        for shard, group, result in await per_shard(
+            self.redis, queues, self.keys.inflight, self._recover_pipeline
+        ):
+            if isinstance(result, BaseException):
+                log.warning("in-flight recovery: Redis shard %s failed (%r)", shard, result)
+            else:
+                out += zip(group, result, strict=True)
+        return out
 
     async def recover(self, queues: list[str]) -> int:
         """Push back the messages of every expired in-flight entry; how many."""
-        visibility_ms = max(1, round(self.settings.visibility_timeout * 1000))
         total = 0
         pending = list(queues)
         while pending:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for q in pending:
-                    keys = [*self.keys.queue_lists(q), self.keys.inflight(q)]
-                    keys.append(self.keys.wake_marker(q))
-                    await self._recover(keys=keys, args=[visibility_ms, BATCH], client=pipe)
-                results: list[Any] = await pipe.execute()
+            results = await self._recover_round(pending)
             again = []
-            for q, messages in zip(pending, results, strict=True):
+            for q, messages in results:
                 total += len(messages)
                 if messages:
                     log.warning(

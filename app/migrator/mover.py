@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException, RedisError
 
+from app.cluster import by_shard, is_cluster, per_shard
 from app.db.hot import JobStore
 from app.db.limits import LimitStore, QueueLimits, budget
 from app.db.rows import MovedJob
@@ -87,6 +89,8 @@ class Migrator:
         self.commit_delay = commit_delay
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
+        self._cluster = is_cluster(redis)
+        self._held: set[str] = set()  # Redis Cluster: queues whose shard failed
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
@@ -117,16 +121,24 @@ class Migrator:
         full = await self._full_queues()
         movable = [q for q in self._queues if q.name not in full]
         plain = [q.name for q in movable if not q.limited]
-        while plain:
-            per_queue = await self._move_batch(plain)
-            result.moved += sum(per_queue.values())
-            plain = [
-                q for q in plain if per_queue.get(q, 0) >= batch and self._depth.get(q, 0) < bound
-            ]
+        if not self._cluster:
+            result.moved += await self._move_plain(plain)
+        else:  # one move per shard: a shard that fails holds back only its own queues
+            for group in (await by_shard(self.redis, plain, self.keys.wake_marker)).values():
+                try:
+                    result.moved += await self._move_plain(group)
+                except (RedisError, RedisClusterException) as exc:
+                    self._shard_failed(group, exc)
         moved_limited = False
         for q in movable:
             if q.limited:
-                moved, wake = await self._move_limited(q.name)
+                try:
+                    moved, wake = await self._move_limited(q.name)
+                except (RedisError, RedisClusterException) as exc:
+                    if not self._cluster:
+                        raise
+                    self._shard_failed([q.name], exc)
+                    continue
                 result.moved += moved
                 moved_limited = moved_limited or moved > 0
                 if wake is not None:
@@ -141,6 +153,55 @@ class Migrator:
             self._limit_recheck = min(LIMIT_RECHECK_MAX, self._limit_recheck * 1.5)
         return result
 
+    async def _move_plain(self, plain: list[str]) -> int:
+        """Batches of these unlimited queues until each comes back short (or full)."""
+        batch = self.settings.migrator_batch_size
+        bound = self.settings.redis_queue_max_depth
+        moved = 0
+        while plain:
+            per_queue = await self._move_batch(plain)
+            moved += sum(per_queue.values())
+            plain = [
+                q for q in plain if per_queue.get(q, 0) >= batch and self._depth.get(q, 0) < bound
+            ]
+        return moved
+
+    def _shard_failed(self, queues: list[str], exc: BaseException) -> None:
+        """Redis Cluster: these queues' shard failed. They count as full (not moved) until
+        a reading of their depth succeeds; the other queues go on."""
+        if not self._held.issuperset(queues):  # once while it lasts, not every pass
+            log.warning("queue(s) %s: their Redis shard failed (%r); held back", queues, exc)
+        self._held.update(queues)
+        for q in queues:
+            self._depth[q] = self.settings.redis_queue_max_depth
+
+    async def _read_depths(self, queues: list[str]) -> list[int]:
+        """Jobs in each queue's Redis lists. On a Redis Cluster, one pipeline per shard;
+        the queues of a shard that fails read as full."""
+        if not self._cluster:
+            return await self._depth_pipeline(queues)
+        bound = self.settings.redis_queue_max_depth
+        depths: dict[str, int] = {}
+        for _shard, group, result in await per_shard(
+            self.redis, queues, self.keys.wake_marker, self._depth_pipeline
+        ):
+            if isinstance(result, BaseException):
+                self._shard_failed(group, result)
+                result = [bound] * len(group)
+            elif self._held.intersection(group):
+                log.warning("queue(s) %s: their Redis shard answers again", group)
+                self._held.difference_update(group)
+            depths.update(zip(group, result, strict=True))
+        return [depths[q] for q in queues]
+
+    async def _depth_pipeline(self, queues: list[str]) -> list[int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                for key in self.keys.queue_lists(q):
+                    pipe.llen(key)
+            lengths = await pipe.execute()
+        return [sum(lengths[3 * i : 3 * i + 3]) for i in range(len(queues))]
+
     async def _full_queues(self) -> list[str]:
         """Read the active queues and their limits (a paused queue is left out at once),
         and return those whose Redis lists hold REDIS_QUEUE_MAX_DEPTH jobs: not filled
@@ -153,14 +214,8 @@ class Migrator:
             or any(d >= bound for d in self._depth.values())
             or self._depth.keys() != {q.name for q in self._queues}
         ):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for q in self._queues:
-                    for key in self.keys.queue_lists(q.name):
-                        pipe.llen(key)
-                lengths = await pipe.execute()
-            self._depth = {
-                q.name: sum(lengths[3 * i : 3 * i + 3]) for i, q in enumerate(self._queues)
-            }
+            names = [q.name for q in self._queues]
+            self._depth = dict(zip(names, await self._read_depths(names), strict=True))
             self._depth_checked_at = time.monotonic()
         return sorted(q for q, d in self._depth.items() if d >= bound)
 
@@ -326,14 +381,9 @@ class Migrator:
     async def _still_full(self, queues: list[str]) -> bool:
         bound = self.settings.redis_queue_max_depth
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for q in queues:
-                    for key in self.keys.queue_lists(q):
-                        pipe.llen(key)
-                lengths = await pipe.execute()
+            depths = await self._read_depths(queues)
         except Exception:
             return False  # let a pass meet the error and back off
-        depths = [sum(lengths[3 * i : 3 * i + 3]) for i in range(len(queues))]
         self._depth.update(zip(queues, depths, strict=True))
         return all(d >= bound for d in depths)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import redis.asyncio as aioredis
 
 from app.batcher import Batcher
+from app.cluster import publish_in
 from app.db.hot import JobStore
 from app.db.outcomes import OutcomeStore
 from app.db.rows import (
@@ -173,7 +174,7 @@ class OutcomeRecorder:
                         self.metrics.count(pipe, "cancelled", outcome.queue_name)
                         # The API may be waiting to answer "stopped" (app.worker.cancels).
                         ack = self.state.keys.cancel_ack_channel(str(outcome.job_id))
-                        pipe.pipe.publish(ack, b"cancelled")
+                        publish_in(pipe.pipe, ack, b"cancelled")
                     elif isinstance(outcome, Success):
                         self.state.completed(
                             pipe, outcome.job_id, outcome.finished_at, outcome.attempt

@@ -44,7 +44,8 @@ from app.redis_batch import redis_batch
 from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
 from app.worker.cancels import CancelWatcher
-from app.worker.fetch import Fetcher, Popped, parse_message
+from app.worker.cluster_fetch import make_fetcher
+from app.worker.fetch import Popped, parse_message
 from app.worker.heartbeat import beat_until
 from app.worker.inflight import InFlight
 from app.worker.outcomes import outcome_of
@@ -98,7 +99,7 @@ class Worker:
         self.concurrency = concurrency or settings.worker_concurrency
         self.burst = burst
         self.cipher = cipher or PayloadCipher([], {})
-        self.fetcher = Fetcher(redis, keys, self.queues)
+        self.fetcher = make_fetcher(redis, keys, self.queues)
         self.state = JobStateCache(keys, settings.job_hash_ttl)
         self.metrics = MetricsWriter(keys)
         self.recorder = OutcomeRecorder(

@@ -247,6 +247,7 @@ RUNNERS: dict[str, Callable[[str], Runner]] = {
     "cancels:CANCEL_ABANDONED": None,  # type: ignore[dict-item]  # needs requests: below
     "recovery:RESCUE_EXPIRED_LEASES": None,  # type: ignore[dict-item]  # two stall counts
     "recovery:REQUEUE_MIGRATED_BEFORE": once(lambda j: (100, datetime.now(UTC))),
+    "recovery:REQUEUE_QUEUES_MIGRATED_BEFORE": once(lambda j: (100, datetime.now(UTC), [QUEUE])),
     "actions:REPLAY_JOB": each(lambda i: (i, "why", "key:t")),
     "actions:REPLAY_DEAD_LETTERS": once(
         lambda j: (QUEUE, "why", "key:t", None, datetime.now(UTC), 100)

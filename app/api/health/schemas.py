@@ -74,12 +74,30 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class RedisHealth(BaseModel):
+class ShardHealth(BaseModel):
+    """Redis Cluster: one primary (shard)."""
+
+    shard: str = Field(description="host:port of the primary.")
     status: Literal["healthy", "unhealthy"]
     ping: str | None = None
     memory_used: str | None = None
     connected_clients: int | None = None
     error: str | None = None
+    queues: list[str] = Field(description="The queues whose keys this shard holds.")
+
+
+class RedisHealth(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"] = Field(
+        description="`degraded`: on a Redis Cluster, some shards (see `shards`) do not "
+        "answer; only their queues wait."
+    )
+    ping: str | None = None
+    memory_used: str | None = None
+    connected_clients: int | None = None
+    error: str | None = None
+    shards: list[ShardHealth] | None = Field(
+        None, description="Redis Cluster only: each primary and the queues it holds."
+    )
 
 
 class WorkersHealth(BaseModel):
