@@ -202,6 +202,7 @@ class JobClient:
                 max_depth=settings.redis_queue_max_depth,
                 visibility_timeout=settings.visibility_timeout,
                 job_hash_ttl=settings.job_hash_ttl,
+                max_jobs=settings.migrator_batch_size,
             )
         return cls(
             pool,

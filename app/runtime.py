@@ -235,6 +235,7 @@ async def open_runtime(
                 max_depth=settings.redis_queue_max_depth,
                 visibility_timeout=settings.visibility_timeout,
                 job_hash_ttl=settings.job_hash_ttl,
+                max_jobs=settings.migrator_batch_size,
             )
             if settings.direct_push
             else None

@@ -311,3 +311,16 @@ async def test_a_job_does_not_overtake_its_queues_backlog(rt: Runtime) -> None:
     await rt.redis.delete(normal)
     (third,) = await rt.inserts.insert_each([job()], key_ttl=0)
     assert third.job is not None and third.job.status == "migrated_to_redis"
+
+
+async def test_a_bulk_insert_takes_the_migrators_path(rt: Runtime) -> None:
+    assert rt.inserts.direct is not None
+    rt.inserts.direct.max_jobs = 3
+    results = await rt.inserts.insert_each([job() for _ in range(4)], key_ttl=0)
+    assert [r.job.status for r in results if r.job] == ["queued"] * 4
+    results = await rt.inserts.insert_each([job() for _ in range(3)], key_ttl=0)
+    # Behind the four queued ones: the migrator's path too, in order.
+    assert [r.job.status for r in results if r.job] == ["queued"] * 3
+    assert (await rt.migrator().move_due_jobs()).moved == 7
+    results = await rt.inserts.insert_each([job() for _ in range(3)], key_ttl=0)
+    assert [r.job.status for r in results if r.job] == ["migrated_to_redis"] * 3
