@@ -222,7 +222,12 @@ class DirectPush:
         try:
             recorded = await self._send(by_queue, pushes, drops)
         except Exception as exc:
-            log.warning("direct push off for this insert: could not record it (%s)", exc)
+            log.warning(
+                "direct push off for this insert: could not record it (%s); %d pushes of "
+                "earlier inserts are left to the in-flight recovery",
+                exc,
+                len(pushes),
+            )
             return None
         for i, (queue, _member) in list(members.items()):
             if queue not in recorded:
