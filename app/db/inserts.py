@@ -8,6 +8,7 @@ every door runs the same statements inside its caller's transaction.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from app.jobs.model import CreatedJob, InsertResult, JobToInsert
 
 if TYPE_CHECKING:
     from app.direct import DirectPlan, DirectPush
+
+log = logging.getLogger("hybridq.inserts")
 
 Fetch = Callable[..., Awaitable[Sequence[Mapping[str, Any]]]]
 
@@ -281,11 +284,11 @@ class InsertStore:
             else:
                 async with conn.transaction():
                     results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+            # Committed. (An error above leaves the plan's entries to the in-flight
+            # recovery: the commit may or may not have happened, the claim decides.)
+            if plan is not None and self.direct is not None:
+                self.direct.after_commit(plan, results)
             await _wake_if_needed(conn, plan, results)
-        # An error above leaves the plan's entries to the in-flight recovery (the commit
-        # may or may not have happened): the claim decides.
-        if plan is not None and self.direct is not None:
-            self.direct.after_commit(plan, results)
         return results
 
     async def insert_jobs(
@@ -312,10 +315,10 @@ class InsertStore:
                     committed = results
                 else:
                     await tx.rollback()
+            if plan is not None and self.direct is not None:
+                self.direct.after_commit(plan, committed)
             if committed is not None:
                 await _wake_if_needed(conn, plan, committed)
-        if plan is not None and self.direct is not None:
-            self.direct.after_commit(plan, committed)
         return results
 
 
@@ -328,7 +331,10 @@ async def _wake_if_needed(
         r.outcome == "created" and r.job is not None and r.job.status != "migrated_to_redis"
         for r in results
     ):
-        await conn.execute(WAKE_MIGRATOR)
+        try:
+            await conn.execute(WAKE_MIGRATOR)
+        except Exception as exc:  # the jobs are committed: the migrator's poll finds them
+            log.warning("could not wake the migrator (%s); its next poll finds the jobs", exc)
 
 
 def _bounded(conn: Connection, timeout: float | None) -> Fetch:
