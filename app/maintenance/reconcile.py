@@ -1,11 +1,13 @@
 """Reconciliation of PostgreSQL with Redis after Redis lost its data (FLUSHALL, a restart
-without persistence, a failover to an empty replica).
+without persistence, a failover to an empty replica), or some of it (a Sentinel failover
+to a replica that had not received the last pushes: replication is asynchronous).
 
-The marker key is written only once every job migrated before the loss is queued
-again: when a pass finds it missing, it notes PostgreSQL's clock, queues again, in
+The marker key holds the run_id of the server it was written to, and is written only
+once every job migrated before the loss is queued again: when a pass finds it missing,
+or naming another server than the one answering, it notes PostgreSQL's clock, queues again, in
 bounded batches (each a short transaction that skips locked rows), every
 migrated_to_redis job last changed before that instant, and only then sets the marker.
-If a batch fails (a timeout, a PostgreSQL blip) the marker stays missing and the next
+If a batch fails (a timeout, a PostgreSQL blip) the marker stays as it was and the next
 pass starts over, so the requeue always completes. Several maintenance runners may do it
 at once: each batch is conditional. Copies that survived are harmless: a claim wins once.
 
@@ -141,9 +143,24 @@ class RedisReconciler:
                     self._lost_since.pop(q, None)
 
     async def recover_lost_data(self) -> int:
-        """If the marker is gone, Redis lost its data: queue every migrated job again,
-        then set the marker. Returns how many jobs were queued again."""
-        if await self.redis.exists(self.keys.epoch_marker()):
+        """If the marker is gone, Redis lost its data; if it names another server than
+        the one answering now, the server changed (a Sentinel failover to a replica, or
+        a restart from a snapshot), and the writes it had not passed on are lost. Either
+        way: queue every migrated job again, then set the marker to this server's run_id.
+        Returns how many jobs were queued again."""
+        marker = self.keys.epoch_marker()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(marker)
+            pipe.info("server")
+            value, info = await pipe.execute(raise_on_error=False)
+        if isinstance(value, Exception):
+            raise value
+        # INFO may be disabled (some managed services): then only a lost marker counts.
+        server = str(info.get("run_id", "")) if isinstance(info, dict) else ""
+        seen = value.decode() if isinstance(value, bytes) else None
+        if seen is not None and (not server or seen == server or not _is_run_id(seen)):
+            if server and seen != server:
+                await self.redis.set(marker, server)  # a marker of an earlier version
             self._since = None
             return 0
         if self._since is None:
@@ -157,15 +174,28 @@ class RedisReconciler:
             requeued += n
             if n < self.batch:
                 break
-        # A row a claim held was skipped: leave the marker unset and finish next pass.
+        # A row a claim held was skipped: leave the marker as it is and finish next pass.
         if await self.store.any_migrated_before(since):
             return requeued
-        await self.redis.set(self.keys.epoch_marker(), uuid.uuid4().hex)
+        await self.redis.set(marker, server or uuid.uuid4().hex)
         self._since = None
-        if requeued:
+        if requeued and seen is None:
             log.warning(
                 "Redis has lost its data (no %s marker): %d migrated jobs queued again",
-                self.keys.epoch_marker(),
+                marker,
+                requeued,
+            )
+        elif requeued:
+            log.warning(
+                "the Redis server changed (run_id %s, then %s: a failover or a restart); "
+                "what it had not passed on is lost: %d migrated jobs queued again",
+                seen,
+                server,
                 requeued,
             )
         return requeued
+
+
+def _is_run_id(value: str) -> bool:
+    """A Redis run_id (40 hex digits); markers written before it was kept are not."""
+    return len(value) == 40 and all(c in "0123456789abcdef" for c in value)

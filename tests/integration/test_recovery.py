@@ -181,6 +181,43 @@ async def test_redis_data_loss_requeues_in_batches_and_retries_a_failed_batch(
     assert await reconciler.run_once() == 0
 
 
+async def test_a_redis_server_that_changed_under_its_marker_requeues_what_was_migrated(
+    runtime: Runtime, registry: HandlerRegistry
+) -> None:
+    # A Sentinel failover promotes a replica that had the marker but not the last
+    # pushes (asynchronous replication): the marker names the old primary's run_id.
+    rt = runtime
+    await add_queue(rt, "t-failover")
+
+    @registry.handler("t-failover")
+    async def noop(job: Job) -> None:
+        pass
+
+    await rt.pool.execute(
+        "INSERT INTO jobs (queue_name, payload) "
+        "SELECT 't-failover', '{}' FROM generate_series(1, 20)"
+    )
+    reconciler = RedisReconciler(rt.recovery, rt.redis, rt.keys, rt.settings)
+    assert await reconciler.run_once() == 0
+    run_id = (await rt.redis.info("server"))["run_id"]
+    assert await rt.redis.get(rt.keys.epoch_marker()) == run_id.encode()
+    await rt.migrator().move_due_jobs()
+    assert await reconciler.run_once() == 0  # the same server: nothing to do
+
+    await rt.redis.set(rt.keys.epoch_marker(), "f" * 40)  # written by another server
+    assert await reconciler.run_once() == 20
+    assert await rt.pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == 20
+    assert await rt.redis.get(rt.keys.epoch_marker()) == run_id.encode()
+    # The copies that did survive are dropped by the claim; every job runs once.
+    await run_until_settled(rt)
+    assert await rt.pool.fetchval("SELECT sum(attempt_count) FROM jobs") == 20
+
+    # A marker from before run_ids were kept is taken over without a requeue.
+    await rt.redis.set(rt.keys.epoch_marker(), uuid.uuid4().hex)
+    assert await reconciler.run_once() == 0
+    assert await rt.redis.get(rt.keys.epoch_marker()) == run_id.encode()
+
+
 @pytest.fixture
 async def app_without_redis(settings: Settings, clean_db: None) -> AsyncIterator[httpx.AsyncClient]:
     settings.redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
