@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from app.cluster import is_cluster, slot_of
 from app.keys import Keys
-from app.worker.fetch import Fetcher, Popped
+from app.worker.fetch import POP_SCRIPT, Fetcher, Popped
 
 log = logging.getLogger("hybridq.worker")
 
@@ -187,15 +186,13 @@ class ClusterFetcher(Fetcher):
         return await self._pop_from([g for g in groups if g.down_until <= now], count)
 
     async def _wait_one(self, group: SlotGroup, count: int, timeout: float) -> list[Popped]:
-        """The wait and the pop of one group in one round trip (one slot: one shard)."""
+        """The wait and the pop of one group in one round trip (one slot: one shard).
+        The script goes whole: a cluster pipeline refuses EVALSHA."""
         args = [count, group.offset(), len(group.queues)]
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.bzpopmin(group.markers, timeout=timeout)
-            pipe.evalsha(self._pop.sha, len(group.script_keys), *group.script_keys, *args)
-            try:
-                _marker, result = await pipe.execute()
-            except NoScriptError:  # the shard restarted and forgot it: `pop` loads it
-                return []
+            pipe.eval(POP_SCRIPT, len(group.script_keys), *group.script_keys, *args)
+            _marker, result = await pipe.execute()
         return self._parse_group(group, result)
 
     async def touch(self, entries: Sequence[Popped]) -> None:

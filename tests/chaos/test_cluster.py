@@ -25,6 +25,7 @@ from app.maintenance.reconcile import RedisReconciler
 from app.registry import HandlerRegistry, Job
 from app.runtime import Runtime, open_runtime
 from app.settings import Settings
+from app.worker.cluster_fetch import make_fetcher
 from app.worker.runner import Worker
 from tests.support.factories import add_queue, wait_for
 from tests.support.redis_cluster import RedisClusterGroup
@@ -380,3 +381,17 @@ async def _observed(rt: Runtime) -> tuple[Any, str]:
         ready = await c.get("/health/ready")
         assert ready.status_code == 200, ready.text
         return health.json(), metrics.text
+
+
+async def test_a_fetcher_of_one_queue_blocks_on_its_shard_and_pops(
+    crt: Runtime, group: RedisClusterGroup
+) -> None:
+    # One served queue: the wait and the pop go in one pipeline to the queue's shard.
+    rt = crt
+    (queue,) = queues_on_shards(group, rt.keys.prefix, n=1)
+    await add_queue(rt, queue)
+    fetcher = make_fetcher(rt.redis, rt.keys, [queue])
+    assert await fetcher.wait_and_pop(10, timeout=0.1) == []  # nothing there: it timed out
+    await fill(rt, queue, 3)
+    assert (await rt.migrator().move_due_jobs()).moved == 3
+    assert len(await fetcher.wait_and_pop(10, timeout=5)) == 3
