@@ -308,7 +308,7 @@ class DirectPush:
                 for q, members in records.items():
                     self._script(pipe, self._record, [self.keys.inflight(q)], members)
                 for q, members in by_queue.items():
-                    self._script(pipe, self._push, self._push_keys(q), members)
+                    self._script(pipe, self._push, list(self.keys.script_keys(q)), members)
                     self.metrics.count(batch, "migrated", q, len(members))
                 for q, member in drops:
                     pipe.zrem(self.keys.inflight(q), member)
@@ -377,13 +377,6 @@ class DirectPush:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="direct-push")
             self._flusher.add_done_callback(_log_crash)
-
-    def _push_keys(self, queue: str) -> list[str]:
-        return [
-            *self.keys.queue_lists(queue),
-            self.keys.inflight(queue),
-            self.keys.wake_marker(queue),
-        ]
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

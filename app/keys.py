@@ -74,6 +74,15 @@ class Keys:
         jobs: idle workers block on it (BZPOPMIN) instead of on the lists."""
         return f"{self._queue(queue_name)}:marker"
 
+    def script_keys(self, queue_name: str) -> tuple[str, str, str, str, str]:
+        """A queue's keys in the order its scripts take them (the pop, the in-flight
+        recovery, the direct push): high, normal, low, in-flight, wake-up marker."""
+        return (
+            *self.queue_lists(queue_name),
+            self.inflight(queue_name),
+            self.wake_marker(queue_name),
+        )
+
     def queue_epoch(self, queue_name: str) -> str:
         """Redis Cluster only: the queue's loss marker (as `epoch`, per queue): in the
         queue's slot, so it goes when the shard holding the queue loses its data."""

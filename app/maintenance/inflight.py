@@ -88,8 +88,7 @@ class InflightRecovery:
         visibility_ms = max(1, round(self.settings.visibility_timeout * 1000))
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
-                keys = [*self.keys.queue_lists(q), self.keys.inflight(q)]
-                keys.append(self.keys.wake_marker(q))
+                keys = list(self.keys.script_keys(q))
                 if is_cluster(self.redis):  # a cluster pipeline sends no SCRIPT LOAD
                     pipe.eval(RECOVER_SCRIPT, len(keys), *keys, visibility_ms, BATCH)
                 else:

@@ -65,9 +65,7 @@ def slot_groups(keys: Keys, queues: Sequence[str]) -> list[SlotGroup]:
     return [
         SlotGroup(
             queues=qs,
-            script_keys=[
-                k for q in qs for k in (*keys.queue_lists(q), keys.inflight(q), keys.wake_marker(q))
-            ],
+            script_keys=[k for q in qs for k in keys.script_keys(q)],
             markers=[keys.wake_marker(q) for q in qs],
         )
         for qs in by_slot.values()

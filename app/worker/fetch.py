@@ -37,12 +37,9 @@ from app.keys import Keys
 
 log = logging.getLogger("hybridq.worker")
 
-# Keys per queue in the pop script, in this order.
-_KEYS_PER_QUEUE = 5  # high, normal, low, inflight, marker
-
-# KEYS: per queue (5 each): high, normal, low, inflight, marker. ARGV: count, first queue
-# (0-based rotation), number of queues. Returns a flat list: queue index, member, ...
-# A member is the level code (h, n, l) followed by the message.
+# KEYS: per queue, its Keys.script_keys (5 each: high, normal, low, inflight, marker).
+# ARGV: count, first queue (0-based rotation), number of queues. Returns a flat list:
+# queue index, member, ... A member is the level code (h, n, l) followed by the message.
 POP_SCRIPT = """
 local count = tonumber(ARGV[1])
 local offset = tonumber(ARGV[2])
@@ -142,11 +139,7 @@ class Fetcher:
         self.redis = redis
         self.keys = keys
         self.queues = list(queues)
-        self._script_keys = [
-            key
-            for q in self.queues
-            for key in (*keys.queue_lists(q), keys.inflight(q), keys.wake_marker(q))
-        ]
+        self._script_keys = [key for q in self.queues for key in keys.script_keys(q)]
         self._markers = [keys.wake_marker(q) for q in self.queues]
         self._pop = redis.register_script(POP_SCRIPT)
         self._touch = redis.register_script(TOUCH_SCRIPT)

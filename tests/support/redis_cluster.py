@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from tests.support.servers import _wait, free_port
+from tests.support.servers import PrivateRedis, _wait, free_port
 
 
 class RedisClusterGroup:
@@ -31,21 +31,8 @@ class RedisClusterGroup:
     def _start(self, port: int) -> None:
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
-        self.procs[port] = subprocess.Popen(
+        node = PrivateRedis(
             [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(node_dir),
-                "--maxmemory-policy",
-                "noeviction",
                 "--cluster-enabled",
                 "yes",
                 "--cluster-port",
@@ -59,12 +46,12 @@ class RedisClusterGroup:
                 "--cluster-require-full-coverage",
                 "no",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            port=port,
+            directory=str(node_dir),
         )
-        client = redis.Redis(port=port, socket_timeout=1)
-        _wait(client.ping, 10, f"redis on port {port}")
-        client.close()
+        node.start()
+        assert node.proc is not None
+        self.procs[port] = node.proc
 
     def start(self) -> None:
         for port in self.ports:

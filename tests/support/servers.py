@@ -39,9 +39,15 @@ def _wait(check: object, timeout: float, what: str) -> None:
 class PrivateRedis:
     """A redis-server on a free port with no persistence: a restart loses everything."""
 
-    def __init__(self, extra_args: list[str] | None = None) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="hq-redis-")
+    def __init__(
+        self,
+        extra_args: list[str] | None = None,
+        *,
+        port: int | None = None,
+        directory: str | None = None,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.dir = directory if directory is not None else tempfile.mkdtemp(prefix="hq-redis-")
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
 
