@@ -40,7 +40,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 import orjson
@@ -52,6 +52,7 @@ from app.jobs.model import InsertResult, JobToInsert
 from app.keys import LEVEL_CODES, Keys, priority_level
 from app.metrics import MetricsWriter
 from app.redis_batch import Batch
+from app.settings import Settings
 
 log = logging.getLogger("hybridq.direct")
 
@@ -171,6 +172,20 @@ class DirectPush:
         self._pushes: list[tuple[str, bytes, uuid.UUID]] = []
         self._drops: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, pool: asyncpg.Pool, redis: aioredis.Redis, keys: Keys, settings: Settings) -> Self:
+        """With the service's settings (REDIS_QUEUE_MAX_DEPTH, VISIBILITY_TIMEOUT,
+        JOB_HASH_TTL, MIGRATOR_BATCH_SIZE)."""
+        return cls(
+            pool,
+            redis,
+            keys,
+            max_depth=settings.redis_queue_max_depth,
+            visibility_timeout=settings.visibility_timeout,
+            job_hash_ttl=settings.job_hash_ttl,
+            max_jobs=settings.migrator_batch_size,
+        )
 
     async def _queue_info(self) -> dict[str, QueueInfo]:
         if time.monotonic() - self._queues_read_at >= self.queue_info_ttl:

@@ -195,14 +195,8 @@ class JobClient:
             from app.keys import Keys
 
             settings = Settings(database_url=dsn, redis_url=redis_url, redis_prefix=redis_prefix)
-            direct = DirectPush(
-                pool,
-                aioredis.Redis.from_url(redis_url),
-                Keys(redis_prefix),
-                max_depth=settings.redis_queue_max_depth,
-                visibility_timeout=settings.visibility_timeout,
-                job_hash_ttl=settings.job_hash_ttl,
-                max_jobs=settings.migrator_batch_size,
+            direct = DirectPush.of(
+                pool, aioredis.Redis.from_url(redis_url), Keys(redis_prefix), settings
             )
         return cls(
             pool,

@@ -227,19 +227,7 @@ async def open_runtime(
         )
         await warn_if_redis_can_evict(redis)
         keys = Keys(settings.redis_prefix, cluster=settings.cluster_mode)
-        direct = (
-            DirectPush(
-                pool,
-                redis,
-                keys,
-                max_depth=settings.redis_queue_max_depth,
-                visibility_timeout=settings.visibility_timeout,
-                job_hash_ttl=settings.job_hash_ttl,
-                max_jobs=settings.migrator_batch_size,
-            )
-            if settings.direct_push
-            else None
-        )
+        direct = DirectPush.of(pool, redis, keys, settings) if settings.direct_push else None
         yield Runtime(
             settings=settings,
             pool=pool,

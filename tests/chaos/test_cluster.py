@@ -252,14 +252,7 @@ async def test_the_direct_path_pushes_to_each_queues_shard_while_its_marker_hold
 ) -> None:
     rt = crt
     assert rt.inserts.direct is None  # the suite's settings turn it off
-    direct = DirectPush(
-        rt.pool,
-        rt.redis,
-        rt.keys,
-        max_depth=rt.settings.redis_queue_max_depth,
-        visibility_timeout=rt.settings.visibility_timeout,
-        job_hash_ttl=rt.settings.job_hash_ttl,
-    )
+    direct = DirectPush.of(rt.pool, rt.redis, rt.keys, rt.settings)
     inserts = InsertStore(rt.pool, direct)
     queues = queues_on_shards(group, rt.keys.prefix)
     ran: list[str] = []

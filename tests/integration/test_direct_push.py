@@ -134,14 +134,7 @@ class CrashAfterCommit(DirectPush):
 def crashing(rt: Runtime) -> InsertStore:
     assert rt.inserts.direct is not None
     direct = rt.inserts.direct
-    crash = CrashAfterCommit(
-        rt.pool,
-        rt.redis,
-        rt.keys,
-        max_depth=rt.settings.redis_queue_max_depth,
-        visibility_timeout=rt.settings.visibility_timeout,
-        job_hash_ttl=rt.settings.job_hash_ttl,
-    )
+    crash = CrashAfterCommit.of(rt.pool, rt.redis, rt.keys, rt.settings)
     assert direct.insert_timeout == crash.insert_timeout
     return InsertStore(rt.pool, crash)
 
