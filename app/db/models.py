@@ -197,11 +197,9 @@ class Job(Base):
     id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), primary_key=True, server_default=text("hybridq_uuidv7()")
     )
-    queue_name: Mapped[str] = mapped_column(
-        String(100),
-        ForeignKey("job_queues.name", ondelete="CASCADE"),
-        nullable=False,
-    )
+    # No foreign key: the inserts lock the queue row, and a trigger deletes a deleted
+    # queue's jobs (migration 0011).
+    queue_name: Mapped[str] = mapped_column(String(100), nullable=False)
     status: Mapped[str] = mapped_column(String(50), nullable=False, server_default="queued")
     priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("100"))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)

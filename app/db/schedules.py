@@ -104,7 +104,7 @@ WITH s AS (
            COALESCE(s.priority, q.default_priority) AS priority
     FROM schedules s JOIN job_queues q ON q.name = s.queue_name
     WHERE s.name = $1 AND s.enabled AND (s.last_tick IS NULL OR s.last_tick < $2)
-    FOR UPDATE OF s
+    FOR UPDATE OF s FOR KEY SHARE OF q
 ), tick AS (
     INSERT INTO schedule_ticks (schedule_name, tick, job_id)
     SELECT name, $2, gen_random_uuid() FROM s

@@ -59,9 +59,17 @@ def _t(
 TRANSITIONS: Final = (
     _t(None, "queued", "producer", "inserts:INSERT_ONE_JOB", "a job is created (one)"),
     _t(None, "queued", "producer", "inserts:INSERT_JOBS", "jobs are created (a batch)"),
+    _t(None, "queued", "producer", "inserts:INSERT_KEYED_JOBS", "created with idempotency keys"),
     _t(None, "queued", "maintenance", "schedules:FIRE_TICK", "a schedule's tick is due"),
     _t(None, "scheduled", "producer", "inserts:INSERT_ONE_JOB", "created, run_at in the future"),
     _t(None, "scheduled", "producer", "inserts:INSERT_JOBS", "created, run_at in the future"),
+    _t(
+        None,
+        "scheduled",
+        "producer",
+        "inserts:INSERT_KEYED_JOBS",
+        "created with keys, run_at in the future",
+    ),
     _t(
         None,
         "migrated_to_redis",
@@ -75,6 +83,13 @@ TRANSITIONS: Final = (
         "producer",
         "inserts:INSERT_JOBS",
         "created due now in a queue without limits: pushed by its producer (app.direct)",
+    ),
+    _t(
+        None,
+        "migrated_to_redis",
+        "producer",
+        "inserts:INSERT_KEYED_JOBS",
+        "created with keys, due now, no limits: pushed by its producer (app.direct)",
     ),
     _t("scheduled", "queued", "migrator", "hot:PROMOTE_DUE_JOBS", "its run_at has come"),
     _t("queued", "migrated_to_redis", "migrator", "hot:MOVE_DUE_JOBS", "due: pushed to Redis"),

@@ -1,6 +1,7 @@
 """Job creation against what other sessions and a hung Redis do meanwhile: concurrent
 keyed inserts never deadlock, a deadlock PostgreSQL does report is a 503 with
-Retry-After (nothing written), and a hung Redis does not slow creation down."""
+Retry-After (nothing written), a hung Redis does not slow creation down, and a queue
+deleted meanwhile leaves no job behind."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ import asyncpg
 import httpx
 import pytest
 
+from app.db.inserts import insert_jobs
+from app.producer import MAX_PAYLOAD_BYTES, JobClient, JobRejected, _prepare
+from app.runtime import Runtime
 from app.settings import Settings
 from tests.support.api import ServedApp, api_only, serve_app
+from tests.support.factories import add_queue
 from tests.support.servers import PrivateRedis
 
 BOUND = 10.0
@@ -164,3 +169,52 @@ async def test_a_hung_redis_does_not_slow_job_creation(
     while await counted() != 8:
         assert time.monotonic() < deadline, f"created counter is {await counted()}, not 8"
         await asyncio.sleep(0.05)
+
+
+async def test_a_queue_deleted_while_its_jobs_are_inserted_leaves_no_job_behind(
+    runtime: Runtime, database_url: str, db: asyncpg.Connection
+) -> None:
+    """Jobs have no foreign key to their queue (migration 0011): the inserts lock the
+    queue row instead, and a trigger deletes a deleted queue's jobs. A deletion waits for
+    an insert in progress, then deletes its jobs; inserts that waited for a deletion find
+    no queue (422) and write nothing."""
+    queue = "t-doomed"
+    jobs = [{"queue_name": queue, "payload": {"n": n}} for n in range(100)]
+    count = f"SELECT count(*) FROM jobs WHERE queue_name = '{queue}'"
+    async with await JobClient.connect(database_url) as client:
+        await add_queue(runtime, queue)
+        inserter = await asyncpg.connect(database_url)
+        try:
+            async with inserter.transaction():
+                await enqueue_many_on(inserter, jobs)
+                deletion = asyncio.create_task(
+                    runtime.pool.execute("DELETE FROM job_queues WHERE name = $1", queue)
+                )
+                await wait_for_lock_waiters(db, 1)
+            await asyncio.wait_for(deletion, BOUND)
+        finally:
+            await inserter.close()
+        assert await db.fetchval(count) == 0
+
+        await add_queue(runtime, queue)
+        deleter = await asyncpg.connect(database_url)
+        try:
+            async with deleter.transaction():
+                await deleter.execute("DELETE FROM job_queues WHERE name = $1", queue)
+                one = asyncio.create_task(client.enqueue(queue, {"n": 0}))
+                many = asyncio.create_task(client.enqueue_many(jobs))
+                await wait_for_lock_waiters(db, 2)
+            for insert in (one, many):
+                with pytest.raises(JobRejected) as refused:
+                    await asyncio.wait_for(insert, BOUND)
+                assert refused.value.errors[0]["type"] == "unknown_queue"
+        finally:
+            await deleter.close()
+        assert await db.fetchval(count) == 0
+
+
+async def enqueue_many_on(conn: asyncpg.Connection, jobs: list[dict[str, Any]]) -> None:
+    """The producer's statement for these jobs, on `conn` in its transaction."""
+    _validated, rows = _prepare(jobs, MAX_PAYLOAD_BYTES, None)
+    results = await insert_jobs(conn.fetch, rows, key_ttl=0)
+    assert [r.outcome for r in results] == ["created"] * len(jobs)

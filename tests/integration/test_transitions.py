@@ -170,35 +170,41 @@ async def insert_one_now_and_later(conn: Connection, jobs: Jobs) -> None:
             run_at,
             3,
             None,
-            None,
-            None,
             assumed,
             None,
         )
 
 
-async def insert_batch(conn: Connection, jobs: Jobs) -> None:
-    direct = await default_priority(conn)
-    async with conn.transaction():
-        await conn.fetch(
-            sql("inserts:INSERT_JOBS"),
-            [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()],
-            [QUEUE, QUEUE, DIRECT_QUEUE],
-            ["{}", "{}", "{}"],
-            [None, None, None],
-            [None, LATER, None],
-            [3, 3, 3],
-            [None, None, None],
-            [None, None, None],
-            [None, None, None],
-            [None, None, direct],
-            None,
-        )
+def insert_batch(statement: str, *, keyed: bool) -> Runner:
+    """Due now, due later and due now on the direct path, in one statement; each job
+    with an idempotency key of its own when the statement takes keys."""
+
+    async def run(conn: Connection, jobs: Jobs) -> None:
+        direct = await default_priority(conn)
+        keys = [f"k-{uuid.uuid4()}" for _ in range(3)] if keyed else [None] * 3
+        async with conn.transaction():
+            await conn.fetch(
+                sql(statement),
+                [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()],
+                [QUEUE, QUEUE, DIRECT_QUEUE],
+                ["{}", "{}", "{}"],
+                [None, None, None],
+                [None, LATER, None],
+                [3, 3, 3],
+                keys,
+                ["h", "h", "h"] if keyed else keys,
+                [None, None, None],
+                [None, None, direct],
+                None,
+            )
+
+    return run
 
 
 RUNNERS: dict[str, Callable[[str], Runner]] = {
     "inserts:INSERT_ONE_JOB": lambda statement: insert_one_now_and_later,
-    "inserts:INSERT_JOBS": lambda statement: insert_batch,
+    "inserts:INSERT_JOBS": lambda statement: insert_batch(statement, keyed=False),
+    "inserts:INSERT_KEYED_JOBS": lambda statement: insert_batch(statement, keyed=True),
     "inserts:RELEASE_EXPIRED_KEYS": once(lambda j: (["k"], 0.0)),
     "hot:MOVE_DUE_JOBS": once(lambda j: ([QUEUE], 100, "10000")),
     "hot:PROMOTE_DUE_JOBS": once(lambda j: (100,)),
