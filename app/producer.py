@@ -21,18 +21,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from app.crypto import PayloadCipher
-from app.db.inserts import InsertStore, insert_jobs
+from app.db.inserts import PIPELINE_CHUNK, InsertStore, insert_jobs
 from app.db.pool import create_pool
 from app.jobs.errors import InputErrors
 from app.jobs.model import BatchJob, InsertResult, JobToInsert
-from app.jobs.validation import prepare_jobs, raise_for_refused
+from app.jobs.validation import prepare_in_chunks, prepare_jobs, raise_for_refused
 from app.registry import default_registry
 from app.settings import Settings
 
@@ -251,12 +251,40 @@ class JobClient:
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
-        """Insert and commit jobs, all or none (one transaction); ids in order."""
-        validated, rows = _prepare(jobs, self._max_payload_bytes, self._cipher)
+        """Insert and commit jobs, all or none (one transaction); ids in order.
+
+        A large batch without idempotency keys is inserted a chunk at a time, each chunk
+        while the next is validated (InsertStore.insert_chunks)."""
+        items = list(jobs)
+        if self._inserts.pipelines(len(items)) and all(
+            item.get("idempotency_key") is None for item in items
+        ):
+            validated: list[BatchJob] = []
+            results = await self._inserts.insert_chunks(
+                self._chunks(items, validated), key_ttl=self._key_ttl
+            )
+            return _ids_or_raise(validated, results)
+        validated, rows = _prepare(items, self._max_payload_bytes, self._cipher)
         if not rows:
             return []
         results = await self._inserts.insert_jobs(rows, key_ttl=self._key_ttl)
         return _ids_or_raise(validated, results)
+
+    def _chunks(
+        self, items: Sequence[Mapping[str, Any]], validated: list[BatchJob]
+    ) -> Iterator[list[JobToInsert]]:
+        """The rows of each chunk of `items`, their models appended to `validated`."""
+        for models, rows in prepare_in_chunks(
+            items,
+            size=PIPELINE_CHUNK,
+            model=BatchJob,
+            max_payload_bytes=self._max_payload_bytes,
+            registry=default_registry,
+            cipher=self._cipher or _environment_cipher(),
+            loc=("jobs",),
+        ):
+            validated.extend(models)
+            yield rows
 
 
 def _item(

@@ -8,9 +8,11 @@ every door runs the same statements inside its caller's transaction.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("hybridq.inserts")
 
 Fetch = Callable[..., Awaitable[Sequence[Mapping[str, Any]]]]
+
+# Jobs per INSERT when a large batch is inserted while it is prepared (insert_chunks).
+PIPELINE_CHUNK = 1000
 
 # A key older than the retention window is free again: unbind it from its old job.
 RELEASE_EXPIRED_KEYS = """
@@ -321,30 +326,75 @@ class InsertStore:
     ) -> list[InsertResult]:
         """Insert in one transaction; rolled back unless every job was created or found."""
         plan = await self._plan(jobs)
-        committed: list[InsertResult] | None = None
         async with self.pool.acquire() as conn:
             fetch = _bounded(conn, self._timeout(plan))
             if len(jobs) == 1 and _one_statement(jobs):
                 # One job, one statement: it commits whole or not at all on its own.
-                results = committed = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                committed: list[InsertResult] | None = results
             else:
-                tx = conn.transaction()
-                await tx.start()
-                try:
-                    results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
-                except BaseException:
-                    await tx.rollback()
-                    raise
-                if all(r.outcome in ("created", "existing") for r in results):
-                    await tx.commit()
-                    committed = results
-                else:
-                    await tx.rollback()
+                results, committed = await _all_or_nothing(
+                    conn, lambda: insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                )
             if plan is not None and self.direct is not None:
                 self.direct.after_commit(plan, committed)
             if committed is not None:
                 await _wake_if_needed(conn, plan, committed)
         return results
+
+    def pipelines(self, count: int) -> bool:
+        """Whether a batch of `count` jobs goes through `insert_chunks`: one of several
+        chunks, and beyond the direct path's limit (which takes one statement)."""
+        return count >= 2 * PIPELINE_CHUNK and (self.direct is None or count > self.direct.max_jobs)
+
+    async def insert_chunks(
+        self, chunks: Iterable[Sequence[JobToInsert]], *, key_ttl: float
+    ) -> list[InsertResult]:
+        """insert_jobs for a large batch made chunk by chunk (by the iterator, e.g.
+        validation.prepare_in_chunks): the server inserts one chunk while this process
+        makes the next, so the two sides work at once (a fifth off a 10,000-job call).
+        One transaction, rolled back unless every job was created or found; an error
+        raised by the iterator rolls it back too."""
+
+        async def insert_all(conn: Connection) -> list[InsertResult]:
+            results: list[InsertResult] = []
+            inserting: asyncio.Task[list[InsertResult]] | None = None
+            try:
+                for chunk in chunks:  # made while the previous chunk is inserted
+                    if inserting is not None:
+                        results += await inserting
+                    inserting = asyncio.create_task(insert_jobs(conn.fetch, chunk, key_ttl=key_ttl))
+                    await asyncio.sleep(0)  # its statement leaves before the next chunk is made
+                if inserting is not None:
+                    results += await inserting
+            finally:
+                if inserting is not None:  # never hand the connection back mid-statement
+                    with contextlib.suppress(Exception):
+                        await inserting
+            return results
+
+        async with self.pool.acquire() as conn:
+            results, _committed = await _all_or_nothing(conn, lambda: insert_all(conn))
+        return results
+
+
+async def _all_or_nothing(
+    conn: Connection, insert: Callable[[], Awaitable[list[InsertResult]]]
+) -> tuple[list[InsertResult], list[InsertResult] | None]:
+    """Run the inserts in a transaction, committed (the results, twice) only if every
+    job was created or found, else rolled back (the results and None)."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        results = await insert()
+    except BaseException:
+        await tx.rollback()
+        raise
+    if all(r.outcome in ("created", "existing") for r in results):
+        await tx.commit()
+        return results, results
+    await tx.rollback()
+    return results, None
 
 
 async def _wake_if_needed(

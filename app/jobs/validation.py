@@ -181,35 +181,75 @@ def prepare_jobs(
     sensitive fields: the models and the rows to insert, or InputErrors naming every bad
     job by index under `loc` (413 when the only problems are payloads over the limit).
     `keys` are the jobs' idempotency keys (default: each model's `idempotency_key`)."""
-    with _collector_paused():
-        validated: list[M] = []
-        texts: list[str] = []
-        errors: list[dict[str, Any]] = []
-        too_large_only = True
-        for index, item in enumerate(jobs):
-            try:
-                job, text = _validate(
-                    item, max_payload_bytes=max_payload_bytes, model=model, loc=(*loc, index)
-                )
-            except InputErrors as exc:
-                errors.extend(exc.errors)
-                too_large_only &= exc.status_code == 413
-                continue
-            validated.append(job)
-            texts.append(text)
-        if errors:
-            raise InputErrors(413 if too_large_only else 422, errors)
-        rows = []
-        for index, job in enumerate(validated):
-            key = keys[index] if keys is not None else getattr(job, "idempotency_key", None)
-            try:
-                sealed = seal(job, registry, cipher, (*loc, index))
-                rows.append(to_insert(job, key, sealed, texts[index]))
-            except InputErrors as exc:
-                errors.extend(exc.errors)
-        if errors:
-            raise InputErrors(422, errors)
-        return validated, rows
+    items = list(jobs)
+    if not items:
+        return [], []
+    ((validated, rows),) = prepare_in_chunks(
+        items,
+        size=max(len(items), 1),
+        model=model,
+        max_payload_bytes=max_payload_bytes,
+        registry=registry,
+        cipher=cipher,
+        loc=loc,
+        keys=keys,
+    )
+    return validated, rows
+
+
+def prepare_in_chunks(
+    jobs: Sequence[Mapping[str, Any] | JobCreate],
+    *,
+    size: int,
+    model: type[M],
+    max_payload_bytes: int,
+    registry: HandlerRegistry,
+    cipher: PayloadCipher,
+    loc: Sequence[str | int],
+    keys: Sequence[str | None] | None = None,
+) -> Iterator[tuple[list[M], list[JobToInsert]]]:
+    """prepare_jobs `size` jobs at a time: each chunk's models and rows as soon as they
+    are made, so that a caller can insert one chunk while the next is prepared. Once a job
+    is bad, no more chunks come; the rest are still checked, and InputErrors at the end
+    names the same jobs as prepare_jobs would (payload-model errors only when every job
+    passed validation)."""
+    invalid: list[dict[str, Any]] = []
+    unsealable: list[dict[str, Any]] = []
+    too_large_only = True
+    for first in range(0, len(jobs), size):
+        with _collector_paused():
+            validated: list[M] = []
+            texts: list[str] = []
+            for index in range(first, min(first + size, len(jobs))):
+                try:
+                    job, text = _validate(
+                        jobs[index],
+                        max_payload_bytes=max_payload_bytes,
+                        model=model,
+                        loc=(*loc, index),
+                    )
+                except InputErrors as exc:
+                    invalid.extend(exc.errors)
+                    too_large_only &= exc.status_code == 413
+                    continue
+                validated.append(job)
+                texts.append(text)
+            if invalid:
+                continue  # the rest are only validated: those errors are the answer
+            rows = []
+            for index, job in enumerate(validated, first):
+                key = keys[index] if keys is not None else getattr(job, "idempotency_key", None)
+                try:
+                    sealed = seal(job, registry, cipher, (*loc, index))
+                    rows.append(to_insert(job, key, sealed, texts[index - first]))
+                except InputErrors as exc:
+                    unsealable.extend(exc.errors)
+        if not unsealable:
+            yield validated, rows
+    if invalid:
+        raise InputErrors(413 if too_large_only else 422, invalid)
+    if unsealable:
+        raise InputErrors(422, unsealable)
 
 
 @contextlib.contextmanager

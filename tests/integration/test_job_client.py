@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from app.db.inserts import PIPELINE_CHUNK
 from app.producer import JobClient, JobRejected
 from app.runtime import Runtime
 from app.settings import Settings
@@ -121,3 +123,36 @@ async def test_pooled_connections_carry_no_session_state(runtime: Runtime) -> No
     finally:
         for conn in conns:
             await rt.pool.release(conn)
+
+
+async def test_a_large_batch_inserted_while_it_is_validated_is_still_all_or_none(
+    runtime: Runtime, client: JobClient
+) -> None:
+    """A batch of several chunks (PIPELINE_CHUNK) is inserted one chunk at a time while
+    the next is validated: a bad job in its last chunk, or an unknown queue in its first,
+    still leaves no job, and the errors name the jobs by their place in the whole batch."""
+    rt = runtime
+    await add_queue(rt, "t-client-big")
+    n = 2 * PIPELINE_CHUNK + 500
+    jobs: list[dict[str, Any]] = [
+        {"queue_name": "t-client-big", "payload": {"n": i}} for i in range(n)
+    ]
+    assert client._inserts.pipelines(n)  # the path under test
+
+    bad = [*jobs[: n - 2], {**jobs[n - 2], "max_attempts": 0}, {**jobs[n - 1], "payload": []}]
+    with pytest.raises(JobRejected) as invalid:
+        await client.enqueue_many(bad)
+    assert invalid.value.status_code == 422
+    assert [e["loc"][:3] for e in invalid.value.errors] == [
+        ["jobs", n - 2, "max_attempts"],
+        ["jobs", n - 1, "payload"],
+    ]
+    unknown = [*jobs[:10], {"queue_name": "nowhere", "payload": {}}, *jobs[11:]]
+    with pytest.raises(JobRejected) as refused:
+        await client.enqueue_many(unknown)
+    assert [e["loc"] for e in refused.value.errors] == [["jobs", 10, "queue_name"]]
+    assert await rt.pool.fetchval("SELECT count(*) FROM jobs") == 0
+
+    ids = await client.enqueue_many(jobs)
+    rows = await rt.pool.fetch("SELECT id, payload FROM jobs")
+    assert {r["id"]: r["payload"]["n"] for r in rows} == {job: i for i, job in enumerate(ids)}
