@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
-from uuid_utils.compat import uuid7
 
 from app.db.pool import Connection
 from app.db.rows import NewJob
@@ -222,6 +221,9 @@ async def insert_jobs(
 
 def new_ids(n: int) -> list[uuid.UUID]:
     """Ids for n new jobs (UUIDv7)."""
+    # Imported here: a worker or migrator process, which inserts no job, never loads it.
+    from uuid_utils.compat import uuid7
+
     return [uuid7() for _ in range(n)]
 
 

@@ -1,6 +1,9 @@
 """The README documents every setting with its real default."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +11,8 @@ import pytest
 
 from app.settings import Settings, SettingsError, setting_fields
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme_with_its_default() -> None:
@@ -107,3 +111,17 @@ def test_replace_is_a_validated_copy() -> None:
     assert copy.webhook_allowed_hosts == s.webhook_allowed_hosts and s.max_snoozes == 25
     with pytest.raises(SettingsError, match="MAX_SNOOZES"):
         s.replace(max_snoozes=-1)
+
+
+def test_an_invalid_variable_stops_an_entrypoint_with_exit_2_naming_it() -> None:
+    for module in ("app.worker", "app.migrator"):
+        done = subprocess.run(
+            [sys.executable, "-m", module],
+            env={**os.environ, "WORKER_CONCURRENCY": "0"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "invalid settings" in done.stderr and "WORKER_CONCURRENCY" in done.stderr
