@@ -27,24 +27,19 @@ from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
 from app.db.schedules import ScheduleStore
 from app.keys import Keys
-from app.maintenance import Maintenance, PeriodicTask
-from app.maintenance.cancels import AbandonedCancels
-from app.maintenance.inflight import InflightRecovery
-from app.maintenance.reconcile import RedisReconciler
-from app.maintenance.rescue import LeaseRescue
-from app.maintenance.retention import Retention
-from app.maintenance.scheduler import Clock, Scheduler
-from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
 from app.supervise import Supervisor
-from app.worker.runner import Worker
 
 if TYPE_CHECKING:
     from app.counts_cache import CountsCache
     from app.db.actions import ActionStore
     from app.db.inserts import InsertStore
     from app.db.listings import ListingStore
+    from app.maintenance import Maintenance
+    from app.maintenance.scheduler import Clock
+    from app.migrator.mover import Migrator
+    from app.worker.runner import Worker
 
 log = logging.getLogger("hybridq")
 
@@ -174,7 +169,11 @@ class Runtime:
         if "inserts" in made and self.inserts.direct is not None:
             await self.inserts.direct.flushed()
 
+    # Each role's code is imported when its service is made: a worker process never
+    # loads the migrator's, nor a migrator process the worker's (their memory).
     def worker(self, **overrides: object) -> Worker:
+        from app.worker.runner import Worker
+
         return Worker(
             store=self.store,
             redis=self.redis,
@@ -186,6 +185,8 @@ class Runtime:
         )
 
     def migrator(self, **overrides: object) -> Migrator:
+        from app.migrator.mover import Migrator
+
         return Migrator(
             store=self.store,
             redis=self.redis,
@@ -197,6 +198,14 @@ class Runtime:
     def maintenance(self, clock: Clock | None = None) -> Maintenance:
         """The periodic tasks that run beside every migrator (`clock`: the scheduler's,
         for tests)."""
+        from app.maintenance import Maintenance, PeriodicTask
+        from app.maintenance.cancels import AbandonedCancels
+        from app.maintenance.inflight import InflightRecovery
+        from app.maintenance.reconcile import RedisReconciler
+        from app.maintenance.rescue import LeaseRescue
+        from app.maintenance.retention import Retention
+        from app.maintenance.scheduler import Scheduler
+
         tasks: list[PeriodicTask] = [
             AbandonedCancels(self.cancels, self.settings),
             LeaseRescue(self.recovery, self.settings, self.redis, self.keys),
@@ -310,5 +319,7 @@ class BackgroundServices(Supervisor):
 
     @property
     def worker(self) -> Worker | None:
+        from app.worker.runner import Worker
+
         service = self.service("worker")
         return service if isinstance(service, Worker) else None

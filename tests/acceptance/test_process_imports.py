@@ -43,17 +43,20 @@ def loaded_modules(service: Service) -> set[str]:
     return set(json.loads(lines[0].removeprefix("LOADED ")))
 
 
-def assert_lean(modules: set[str]) -> None:
+def assert_lean(modules: set[str], other_role: tuple[str, ...]) -> None:
+    """No web stack, no pydantic, no API-only module, and nothing of the other role
+    (a worker does not load the migrator's code, nor a migrator the worker's)."""
     packages = {m.split(".")[0] for m in modules}
     assert "app.runtime" in modules  # the probe saw a real start
     assert packages & NOT_IN_A_WORKER == set()
     assert modules & NOT_IN_A_WORKER_MODULES == set()
+    assert {m for m in modules if m.startswith(other_role)} == set()
 
 
 async def test_a_worker_loads_no_web_stack_nor_pydantic(launcher: Launcher) -> None:
     worker = launcher.start("worker", ["tests.support.imports_probe", "app.worker", "--burst"])
     assert await worker.exit_code(timeout=30) == 0, worker.log()
-    assert_lean(loaded_modules(worker))
+    assert_lean(loaded_modules(worker), other_role=("app.migrator", "app.maintenance"))
 
 
 async def test_a_migrator_loads_no_web_stack_nor_pydantic(launcher: Launcher) -> None:
@@ -66,4 +69,4 @@ async def test_a_migrator_loads_no_web_stack_nor_pydantic(launcher: Launcher) ->
     await wait_until(started, 30, "the migrator to start")
     migrator.sigterm()
     assert await migrator.exit_code(timeout=30) == 0, migrator.log()
-    assert_lean(loaded_modules(migrator))
+    assert_lean(loaded_modules(migrator), other_role=("app.worker",))
