@@ -12,14 +12,13 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.exceptions import RedisClusterException
 
 from app.cluster import ping
 from app.logs import configure_logging
 from app.loops import Backoff, wait_any
 from app.runtime import BackgroundServices, Runtime, open_runtime
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 log = logging.getLogger("hybridq")
 
@@ -28,7 +27,7 @@ def load_settings(**overrides: object) -> Settings:
     """Settings from the environment; a bad value exits 2 with the setting named."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
+    except SettingsError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from exc
 

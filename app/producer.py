@@ -31,7 +31,8 @@ from app.crypto import PayloadCipher
 from app.db.inserts import PIPELINE_CHUNK, InsertStore, insert_jobs
 from app.db.pool import create_pool
 from app.jobs.errors import InputErrors
-from app.jobs.model import BatchJob, InsertResult, JobToInsert
+from app.jobs.model import InsertResult, JobToInsert
+from app.jobs.request import BatchJob
 from app.jobs.validation import prepare_in_chunks, prepare_jobs, raise_for_refused
 from app.registry import default_registry
 from app.settings import Settings

@@ -20,11 +20,14 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.jobs.schedule import SCHEDULE_NAME_MAX, Cron, ScheduleSpec
+
+if TYPE_CHECKING:
+    # Only a handler module that declares a payload model loads pydantic: a worker
+    # whose handlers declare none does not (its memory).
+    from pydantic import BaseModel
 
 QUEUE_NAME_MAX = 100
 

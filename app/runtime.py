@@ -7,7 +7,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -17,32 +18,28 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from app.cluster import HybridCluster, is_cluster, primaries
-from app.counts_cache import CountsCache
 from app.crypto import PayloadCipher
-from app.db.actions import ActionStore
 from app.db.cancels import CancelStore
 from app.db.hot import JobStore
-from app.db.inserts import InsertStore
-from app.db.listings import ListingStore
 from app.db.pool import create_pool
 from app.db.queues import QueueStore
 from app.db.recovery import RecoveryStore
 from app.db.retention import RetentionStore
 from app.db.schedules import ScheduleStore
-from app.direct import DirectPush
 from app.keys import Keys
-from app.maintenance import Maintenance, PeriodicTask
-from app.maintenance.cancels import AbandonedCancels
-from app.maintenance.inflight import InflightRecovery
-from app.maintenance.reconcile import RedisReconciler
-from app.maintenance.rescue import LeaseRescue
-from app.maintenance.retention import Retention
-from app.maintenance.scheduler import Clock, Scheduler
-from app.migrator.mover import Migrator
 from app.registry import HandlerRegistry, default_registry, load_handler_modules
 from app.settings import Settings
 from app.supervise import Supervisor
-from app.worker.runner import Worker
+
+if TYPE_CHECKING:
+    from app.counts_cache import CountsCache
+    from app.db.actions import ActionStore
+    from app.db.inserts import InsertStore
+    from app.db.listings import ListingStore
+    from app.maintenance import Maintenance
+    from app.maintenance.scheduler import Clock
+    from app.migrator.mover import Migrator
+    from app.worker.runner import Worker
 
 log = logging.getLogger("hybridq")
 
@@ -109,7 +106,7 @@ class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPo
     """The Sentinel-managed pool (finds the primary) that also blocks when it is full."""
 
 
-@dataclass(slots=True)
+@dataclass
 class Runtime:
     settings: Settings
     pool: asyncpg.Pool
@@ -120,18 +117,63 @@ class Runtime:
     # The SQL, one store per concern, all on `pool`.
     store: JobStore  # the hot path: move, claim, outcomes
     recovery: RecoveryStore
-    inserts: InsertStore
-    actions: ActionStore
-    listings: ListingStore
     queues: QueueStore
     retention: RetentionStore
     schedules: ScheduleStore
     cancels: CancelStore
-    # The job counts by status that /metrics, /queues, /health/queues and the dashboard
-    # share (app.counts_cache).
-    counts: CountsCache
 
+    # The API's own stores are made at their first use, so that a worker or migrator
+    # process never imports them (its memory); close_api_stores settles them.
+    @cached_property
+    def inserts(self) -> InsertStore:
+        """Job inserts; with DIRECT_PUSH, due jobs are pushed after their commit."""
+        from app.db.inserts import InsertStore
+
+        direct = None
+        if self.settings.direct_push:
+            from app.direct import DirectPush
+
+            direct = DirectPush.of(self.pool, self.redis, self.keys, self.settings)
+        return InsertStore(self.pool, direct)
+
+    @cached_property
+    def actions(self) -> ActionStore:
+        from app.db.actions import ActionStore
+
+        return ActionStore(self.pool)
+
+    @cached_property
+    def listings(self) -> ListingStore:
+        from app.db.listings import ListingStore
+
+        return ListingStore(self.pool)
+
+    @cached_property
+    def counts(self) -> CountsCache:
+        """The job counts by status that /metrics, /queues, /health/queues and the
+        dashboard share (app.counts_cache)."""
+        from app.counts_cache import CountsCache
+
+        listings = self.listings
+        return CountsCache(
+            lambda: listings.count_jobs(timeout=self.settings.stats_timeout),
+            max_age=self.settings.stats_max_age,
+        )
+
+    async def close_api_stores(self) -> None:
+        """Cancel a count in progress and wait for the direct pushes asked for (of the
+        stores that were made), before the pools close under them."""
+        made = vars(self)
+        if "counts" in made:
+            await self.counts.close()
+        if "inserts" in made and self.inserts.direct is not None:
+            await self.inserts.direct.flushed()
+
+    # Each role's code is imported when its service is made: a worker process never
+    # loads the migrator's, nor a migrator process the worker's (their memory).
     def worker(self, **overrides: object) -> Worker:
+        from app.worker.runner import Worker
+
         return Worker(
             store=self.store,
             redis=self.redis,
@@ -143,6 +185,8 @@ class Runtime:
         )
 
     def migrator(self, **overrides: object) -> Migrator:
+        from app.migrator.mover import Migrator
+
         return Migrator(
             store=self.store,
             redis=self.redis,
@@ -154,6 +198,14 @@ class Runtime:
     def maintenance(self, clock: Clock | None = None) -> Maintenance:
         """The periodic tasks that run beside every migrator (`clock`: the scheduler's,
         for tests)."""
+        from app.maintenance import Maintenance, PeriodicTask
+        from app.maintenance.cancels import AbandonedCancels
+        from app.maintenance.inflight import InflightRecovery
+        from app.maintenance.reconcile import RedisReconciler
+        from app.maintenance.rescue import LeaseRescue
+        from app.maintenance.retention import Retention
+        from app.maintenance.scheduler import Scheduler
+
         tasks: list[PeriodicTask] = [
             AbandonedCancels(self.cancels, self.settings),
             LeaseRescue(self.recovery, self.settings, self.redis, self.keys),
@@ -208,12 +260,7 @@ async def open_runtime(
         command_timeout=settings.db_command_timeout,
     )
     redis = make_redis(settings)
-    listings = ListingStore(pool)
-    counts = CountsCache(
-        lambda: listings.count_jobs(timeout=settings.stats_timeout),
-        max_age=settings.stats_max_age,
-    )
-    direct: DirectPush | None = None
+    runtime: Runtime | None = None
     try:
         store = JobStore(pool)
         schedules = ScheduleStore(pool)
@@ -226,30 +273,24 @@ async def open_runtime(
             declared, [cipher.encrypt(s.queue_name, s.payload) for s in declared]
         )
         await warn_if_redis_can_evict(redis)
-        keys = Keys(settings.redis_prefix, cluster=settings.cluster_mode)
-        direct = DirectPush.of(pool, redis, keys, settings) if settings.direct_push else None
-        yield Runtime(
+        runtime = Runtime(
             settings=settings,
             pool=pool,
             redis=redis,
-            keys=keys,
+            keys=Keys(settings.redis_prefix, cluster=settings.cluster_mode),
             registry=registry,
             cipher=cipher,
             store=store,
             recovery=RecoveryStore(pool),
-            inserts=InsertStore(pool, direct),
-            actions=ActionStore(pool),
-            listings=listings,
             queues=QueueStore(pool),
             retention=RetentionStore(pool),
             schedules=schedules,
             cancels=CancelStore(pool),
-            counts=counts,
         )
+        yield runtime
     finally:
-        await counts.close()
-        if direct is not None:
-            await direct.flushed()
+        if runtime is not None:
+            await runtime.close_api_stores()
         await redis.aclose()
         await pool.close()
 
@@ -278,5 +319,7 @@ class BackgroundServices(Supervisor):
 
     @property
     def worker(self) -> Worker | None:
+        from app.worker.runner import Worker
+
         service = self.service("worker")
         return service if isinstance(service, Worker) else None

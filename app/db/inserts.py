@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 from asyncpg.pgproto.pgproto import UUID as DriverUUID
-from uuid_utils import uuid7
 
 from app.db.pool import Connection
 from app.db.rows import NewJob
@@ -245,6 +244,9 @@ def new_ids(n: int) -> list[uuid.UUID]:
     """Ids for n new jobs (UUIDv7): uuid_utils makes them, as the driver's own UUID (a
     uuid.UUID, and the type it returns in rows), which it encodes without a conversion;
     a third of the cost of uuid_utils.compat's stdlib UUIDs."""
+    # Imported here: a worker or migrator process, which inserts no job, never loads it.
+    from uuid_utils import uuid7
+
     return [DriverUUID(uuid7().bytes) for _ in range(n)]
 
 

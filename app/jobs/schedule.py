@@ -3,6 +3,9 @@ ticks it makes. The expression is read by cronsim (Debian cron's semantics, incl
 its behaviour across DST changes: a daily time that falls in a skipped hour runs once
 just after the gap, one in a repeated hour runs once, at its first occurrence); the time
 zones are the IANA database's (zoneinfo). Every tick is an aware datetime in UTC.
+
+cronsim and zoneinfo are imported where a schedule is read, not with this module: a
+worker or migrator process that has no schedule never loads them (its memory).
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
-from cronsim import CronSim, CronSimError
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 CRON_MAX = 200
 SCHEDULE_NAME_MAX = 100
@@ -31,6 +34,8 @@ def check_cron(expression: str) -> str:
             "a cron expression has 5 fields (minute hour day month weekday), or 6 with "
             "seconds first"
         )
+    from cronsim import CronSim, CronSimError
+
     try:
         CronSim(expression, datetime(2000, 1, 1))
     except CronSimError as exc:
@@ -40,6 +45,8 @@ def check_cron(expression: str) -> str:
 
 def check_timezone(name: str) -> str:
     """The IANA time zone name, or ValueError if there is no such zone."""
+    from zoneinfo import ZoneInfoNotFoundError
+
     try:
         zone(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -49,6 +56,8 @@ def check_timezone(name: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo:
+    from zoneinfo import ZoneInfo
+
     if not name or len(name) > 100:
         raise ValueError("time zone name")
     return ZoneInfo(name)
@@ -69,6 +78,8 @@ class Cron:
 
     def latest(self, now: datetime) -> datetime | None:
         """The last tick at or before `now` (UTC), None if there is none in 50 years."""
+        from cronsim import CronSim
+
         local = now.astimezone(self._zone)
         # cronsim's reverse walk starts strictly before its start, at whole seconds.
         start = local.replace(microsecond=0) + timedelta(seconds=1)
@@ -76,6 +87,8 @@ class Cron:
 
     def next_after(self, moment: datetime) -> datetime | None:
         """The first tick strictly after `moment` (UTC)."""
+        from cronsim import CronSim
+
         local = moment.astimezone(self._zone).replace(microsecond=0)
         return _first(CronSim(self.expression, local))
 

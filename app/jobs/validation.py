@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from app.crypto import PayloadCipher
 from app.jobs.errors import InputErrors, error_item, key_conflict_error, unknown_queue_error
-from app.jobs.model import InsertResult, JobCreate, JobToInsert
+from app.jobs.model import InsertResult, JobToInsert
+from app.jobs.request import JobCreate
 from app.registry import HandlerRegistry
 
 M = TypeVar("M", bound=JobCreate)

@@ -41,9 +41,7 @@ def group() -> Iterator[RedisClusterGroup]:
 
 @pytest.fixture
 def csettings(settings: Settings, group: RedisClusterGroup) -> Settings:
-    return settings.model_copy(
-        update={"redis_url": group.url, "redis_cluster": True, "maintenance_interval": 0.1}
-    )
+    return settings.replace(redis_url=group.url, redis_cluster=True, maintenance_interval=0.1)
 
 
 def queues_on_shards(group: RedisClusterGroup, prefix: str, n: int = 3) -> list[str]:

@@ -115,7 +115,7 @@ async def test_an_outcome_reported_after_the_cancel_is_discarded(
     """A sync handler that does not look at the flag: the cancel is recorded (202), and
     when the handler returns, its success is not recorded: the job ends cancelled."""
     rt = runtime
-    rt.settings = rt.settings.model_copy(update={"cancel_wait": 0.2})
+    rt.settings = rt.settings.replace(cancel_wait=0.2)
     started = asyncio.Event()
     loop = asyncio.get_running_loop()
     release = threading.Event()
@@ -145,9 +145,7 @@ async def test_a_worker_that_missed_the_message_sees_the_request_at_its_heartbea
     # (no message published), as when the worker's subscription was down.
     rt = dataclasses.replace(
         runtime,
-        settings=runtime.settings.model_copy(
-            update={"visibility_timeout": 0.9, "worker_fetch_timeout": 0.1}
-        ),
+        settings=runtime.settings.replace(visibility_timeout=0.9, worker_fetch_timeout=0.1),
     )
     started = asyncio.Event()
 

@@ -32,9 +32,7 @@ QUEUE = "t-direct"
 @pytest.fixture
 def direct_settings(settings: Settings) -> Settings:
     # A short visibility timeout: the recovery of an unpushed job is then quick to see.
-    return settings.model_copy(
-        update={"direct_push": True, "visibility_timeout": 1.0, "worker_fetch_timeout": 0.2}
-    )
+    return settings.replace(direct_push=True, visibility_timeout=1.0, worker_fetch_timeout=0.2)
 
 
 @pytest.fixture

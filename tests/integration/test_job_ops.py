@@ -146,7 +146,7 @@ async def test_cancel_a_queued_or_migrated_job_and_not_a_running_or_finished_one
     # Running, with no worker to stop it: the request is recorded (202), the job runs on.
     running = await create_job(rt, "t-cancel-api")
     await rt.pool.execute("UPDATE jobs SET status = 'running' WHERE id = $1", running)
-    rt.settings = rt.settings.model_copy(update={"cancel_wait": 0.1})
+    rt.settings = rt.settings.replace(cancel_wait=0.1)
     requested = await client.post(f"/jobs/{running}/cancel")
     assert requested.status_code == 202, requested.text
     assert (requested.json()["status"], requested.json()["outcome"]) == ("running", "requested")

@@ -118,9 +118,7 @@ async def test_a_snoozed_job_waits_in_postgresql_until_its_time(
 
 
 async def test_past_max_snoozes_the_job_fails(runtime: Runtime, registry: HandlerRegistry) -> None:
-    rt = dataclasses.replace(
-        runtime, settings=runtime.settings.model_copy(update={"max_snoozes": 2})
-    )
+    rt = dataclasses.replace(runtime, settings=runtime.settings.replace(max_snoozes=2))
     runs: list[int] = []
 
     @registry.handler("t-forever")

@@ -106,9 +106,7 @@ async def test_after_downtime_a_missed_schedule_runs_once(runtime: Runtime) -> N
 
 
 async def test_with_catch_up_skip_a_missed_tick_makes_no_job(runtime: Runtime) -> None:
-    rt = dataclasses.replace(
-        runtime, settings=runtime.settings.model_copy(update={"schedule_catch_up": "skip"})
-    )
+    rt = dataclasses.replace(runtime, settings=runtime.settings.replace(schedule_catch_up="skip"))
     await add_queue(rt, QUEUE)
     start = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
     await add_schedule(rt, "hourly", "0 * * * *", ticks_from=start)

@@ -88,9 +88,9 @@ async def test_health_and_docs_stay_public(client: httpx.AsyncClient) -> None:
 
 def test_auth_on_without_keys_refuses_to_start(settings: Settings) -> None:
     with pytest.raises(RuntimeError, match="API_KEYS is empty"):
-        create_app(settings.model_copy(update={"auth_enabled": True, "api_keys": []}))
+        create_app(settings.replace(auth_enabled=True, api_keys=[]))
     with pytest.raises(ValueError, match="scope must be one of"):
-        create_app(settings.model_copy(update={"auth_enabled": True, "api_keys": ["a:root:x"]}))
+        create_app(settings.replace(auth_enabled=True, api_keys=["a:root:x"]))
 
 
 def test_the_api_entrypoint_refuses_to_start_without_keys(settings: Settings) -> None:
@@ -190,7 +190,7 @@ async def test_sensitive_fields_are_encrypted_in_postgres_and_redis(
         assert b"$encrypted" in raw_redis
 
     # Rotation: a new key first, the old one kept, and the job still decrypts.
-    rotated = encrypted.model_copy(update={"encryption_keys": [new_key, old_key]})
+    rotated = encrypted.replace(encryption_keys=[new_key, old_key])
     async with serve_app(rotated, registry) as served:
         await run_until_settled(served.runtime)
     assert seen == [{"email_data": {"body": secret}, "campaign": "c-1"}]
@@ -216,7 +216,7 @@ async def test_a_payload_no_key_can_decrypt_fails_its_attempt(
             json={"queue_name": "t-secret", "payload": {"email_data": "x"}, "max_attempts": 1},
         )
         job_id = r.json()["job_id"]
-    lost_key = encrypted.model_copy(update={"encryption_keys": [Fernet.generate_key().decode()]})
+    lost_key = encrypted.replace(encryption_keys=[Fernet.generate_key().decode()])
     async with serve_app(lost_key, registry) as served:
         await run_until_settled(served.runtime)
         row = await served.runtime.pool.fetchrow(

@@ -41,4 +41,4 @@ async def serve_app(
 
 def api_only(settings: Settings, **overrides: object) -> Settings:
     """`settings` without the embedded migrator and worker: requests alone act."""
-    return settings.model_copy(update={"embed_migrator": False, "embed_worker": False, **overrides})
+    return settings.replace(embed_migrator=False, embed_worker=False, **overrides)

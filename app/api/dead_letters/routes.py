@@ -28,7 +28,8 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.jobs.model import QUEUE_NAME_MAX, UtcTime
+from app.jobs.model import QUEUE_NAME_MAX
+from app.jobs.request import UtcTime
 
 router = APIRouter(prefix="/dead-letter", tags=["dead letters"])
 

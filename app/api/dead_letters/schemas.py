@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.jobs.model import QUEUE_NAME_MAX, REASON_MAX, UtcTime
+from app.jobs.model import QUEUE_NAME_MAX, REASON_MAX
+from app.jobs.request import UtcTime
 
 
 class BulkReplayIn(BaseModel):

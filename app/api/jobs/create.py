@@ -19,7 +19,8 @@ from app.api.deps import CreatedCounterDep, GroupCommitDep, RuntimeDep
 from app.api.jobs.creation import create_jobs
 from app.api.jobs.examples import CREATE_JOB_EXAMPLES, CREATE_JOB_RESPONSES
 from app.api.jobs.schemas import BatchItemOut, JobBatchIn, JobBatchOut, JobCreated
-from app.jobs.model import KEY_MAX, BatchJob, JobCreate, JobStatus
+from app.jobs.model import KEY_MAX, JobStatus
+from app.jobs.request import BatchJob, JobCreate
 from app.jobs.validation import prepare_jobs, seal, to_insert, validate_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from app.api.jobs.created import CreatedCounter
 from app.batcher import Batcher
-from app.jobs.model import InsertResult, JobCreate, JobToInsert
+from app.jobs.model import InsertResult, JobToInsert
+from app.jobs.request import JobCreate
 from app.jobs.validation import raise_for_refused
 from app.metrics import MetricsWriter
 from app.runtime import Runtime

@@ -25,7 +25,8 @@ from app.api.pagination import (
     page_of,
     time_id_cursor,
 )
-from app.jobs.model import QUEUE_NAME_MAX, JobStatus, UtcTime
+from app.jobs.model import QUEUE_NAME_MAX, JobStatus
+from app.jobs.request import UtcTime
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

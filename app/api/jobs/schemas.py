@@ -1,5 +1,5 @@
 """Bodies of the job routes, with the examples OpenAPI shows. The request models
-(JobCreate, BatchJob) are the domain's: app.jobs.model."""
+(JobCreate, BatchJob) are the domain's: app.jobs.request."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.pagination import Page
 from app.db.rows import JobLogRow, JobRow
-from app.jobs.model import BATCH_MAX, BatchJob, JobStatus
+from app.jobs.model import BATCH_MAX, JobStatus
+from app.jobs.request import BatchJob
 
 
 class JobCreated(BaseModel):

@@ -26,7 +26,7 @@ from app.api.schedules.schemas import (
 )
 from app.db.rows import ScheduleRow
 from app.jobs.errors import FieldError, InputErrors, unknown_queue_error
-from app.jobs.model import JobCreate
+from app.jobs.request import JobCreate
 from app.jobs.schedule import SCHEDULE_NAME_MAX, Cron
 from app.jobs.validation import seal, validate_job
 

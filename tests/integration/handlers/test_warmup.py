@@ -96,9 +96,7 @@ async def test_the_registered_handlers_run_on_the_context(
     runtime: Runtime, settings: Settings, clock: Clock
 ) -> None:
     async with SmtpTestServer() as smtp:
-        configured = settings.model_copy(
-            update={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_tls": "none"}
-        )
+        configured = settings.replace(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_tls="none")
         ctx = HandlerContext.build(configured, runtime.pool, runtime.redis)
         async with use_context(ctx):
             email = Job(
