@@ -187,7 +187,7 @@ def prepare_jobs(
         return [], []
     ((validated, rows),) = prepare_in_chunks(
         items,
-        size=max(len(items), 1),
+        size=len(items),
         model=model,
         max_payload_bytes=max_payload_bytes,
         registry=registry,
