@@ -345,7 +345,7 @@ class InsertStore:
         return results
 
     def pipelines(self, count: int) -> bool:
-        """Whether a batch of `count` jobs goes through `insert_chunks`: one of several
+        """Whether a batch of `count` jobs goes through `insert_chunks`: at least two
         chunks, and beyond the direct path's limit (which takes one statement)."""
         return count >= 2 * PIPELINE_CHUNK and (self.direct is None or count > self.direct.max_jobs)
 
