@@ -40,6 +40,16 @@ WHERE idempotency_key = ANY($1::text[])
   AND created_at < now() - make_interval(secs => $2::float8)
 """
 
+# The status of a new job `i` of queue `q`: migrated_to_redis on the direct path (see
+# below), else queued. One text for INSERT_JOBS and INSERT_ONE_JOB.
+_DIRECT_STATUS = """CASE WHEN i.assumed IS NOT NULL AND q.is_active AND q.rate_limit IS NULL
+                 AND q.max_running IS NULL AND q.max_running_per_key IS NULL
+                 AND COALESCE(i.run_at, now()) <= now()
+                 AND COALESCE(i.priority, q.default_priority) = i.assumed
+                 AND NOT EXISTS (SELECT 1 FROM jobs b
+                                 WHERE b.queue_name = q.name AND b.status = 'queued')
+            THEN 'migrated_to_redis' ELSE 'queued' END"""
+
 # Payloads travel as JSON text so that any driver set-up (our pool's codecs or
 # SQLAlchemy's) passes them the same way. A job for an unknown queue is not inserted: the
 # caller sees it missing from what is returned. The queue row is locked FOR KEY SHARE, as
@@ -53,19 +63,13 @@ WHERE idempotency_key = ANY($1::text[])
 # migration 0009). $11: created_at of the jobs (NULL: now()); given only on
 # the direct path, whose INSERT then does not wake the migrator (migration 0010): its
 # caller does, if some jobs were written queued or scheduled (`wake_if_needed`).
-_INSERT_JOBS_SELECT = """
+_INSERT_JOBS_SELECT = f"""
 INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
                   idempotency_key, request_hash, concurrency_key, status, created_at)
 SELECT i.id, q.name, i.payload::jsonb, COALESCE(i.priority, q.default_priority),
        COALESCE(i.run_at, now()), i.max_attempts, i.idempotency_key, i.request_hash,
        i.concurrency_key,
-       CASE WHEN i.assumed IS NOT NULL AND q.is_active AND q.rate_limit IS NULL
-                 AND q.max_running IS NULL AND q.max_running_per_key IS NULL
-                 AND COALESCE(i.run_at, now()) <= now()
-                 AND COALESCE(i.priority, q.default_priority) = i.assumed
-                 AND NOT EXISTS (SELECT 1 FROM jobs b
-                                 WHERE b.queue_name = q.name AND b.status = 'queued')
-            THEN 'migrated_to_redis' ELSE 'queued' END,
+       {_DIRECT_STATUS},
        COALESCE($11::timestamptz, now())
 FROM (SELECT set_config('hybridq.direct', CASE WHEN $11::timestamptz IS NULL
                                                   THEN 'off' ELSE 'on' END, true)) AS direct,
@@ -95,23 +99,19 @@ INSERT_KEYED_JOBS = (
 # One job without an idempotency key, without the arrays: the common case of one
 # producer call or one request, measurably cheaper to plan and run (bench: enqueue-one).
 # $7: its concurrency key, $8 and $9: $10 and $11 of INSERT_JOBS.
-INSERT_ONE_JOB = """
+INSERT_ONE_JOB = f"""
 INSERT INTO jobs (id, queue_name, payload, priority, run_at, max_attempts,
                   concurrency_key, status, created_at)
-SELECT $1::uuid, q.name, $3::text::jsonb, COALESCE($4::int, q.default_priority),
-       COALESCE($5::timestamptz, now()), $6::int, $7::text,
-       CASE WHEN $8::int IS NOT NULL AND q.is_active AND q.rate_limit IS NULL
-                 AND q.max_running IS NULL AND q.max_running_per_key IS NULL
-                 AND COALESCE($5::timestamptz, now()) <= now()
-                 AND COALESCE($4::int, q.default_priority) = $8::int
-                 AND NOT EXISTS (SELECT 1 FROM jobs b
-                                 WHERE b.queue_name = q.name AND b.status = 'queued')
-            THEN 'migrated_to_redis' ELSE 'queued' END,
+SELECT i.id, q.name, i.payload::jsonb, COALESCE(i.priority, q.default_priority),
+       COALESCE(i.run_at, now()), i.max_attempts, i.concurrency_key,
+       {_DIRECT_STATUS},
        COALESCE($9::timestamptz, now())
 FROM (SELECT set_config('hybridq.direct', CASE WHEN $9::timestamptz IS NULL
                                                   THEN 'off' ELSE 'on' END, true)) AS direct,
-     job_queues q
-WHERE q.name = $2::text
+     (SELECT $1::uuid AS id, $2::text AS queue_name, $3::text AS payload, $4::int AS priority,
+             $5::timestamptz AS run_at, $6::int AS max_attempts, $7::text AS concurrency_key,
+             $8::int AS assumed) AS i
+JOIN job_queues q ON q.name = i.queue_name
 FOR KEY SHARE OF q
 RETURNING id, status, queue_name, priority, created_at
 """
