@@ -258,6 +258,50 @@ async def test_a_handler_past_its_timeout_fails_the_attempt(
     assert row["last_error_message"] == "TimeoutError: handler ran longer than 0.2s"
 
 
+async def test_a_handler_that_swallows_its_timeout_still_fails_the_attempt(
+    runtime: Runtime, registry: HandlerRegistry
+) -> None:
+    rt = runtime
+
+    @registry.handler("t-stubborn", timeout=0.2)
+    async def stubborn(job: Job) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "finished anyway"  # swallows the cancel
+        return "never"
+
+    await add_queue(rt, "t-stubborn")
+    job_id = await create_job(rt, "t-stubborn", max_attempts=1)
+    await rt.migrator().move_due_jobs()
+    await rt.worker(burst=True).run()
+
+    row = await job_row(rt, job_id)
+    assert row["status"] == "failed"
+    assert row["last_error_message"] == "TimeoutError: handler ran longer than 0.2s"
+
+
+async def test_a_timeout_error_of_the_handler_itself_is_reported_as_raised(
+    runtime: Runtime, registry: HandlerRegistry
+) -> None:
+    """Only the worker's own limit reads "ran longer than": a handler's network timeout
+    is its error, well within the handler's time."""
+    rt = runtime
+
+    @registry.handler("t-own-timeout", timeout=30)
+    async def gives_up(job: Job) -> None:
+        raise TimeoutError("SMTP server did not answer in 5s")
+
+    await add_queue(rt, "t-own-timeout")
+    job_id = await create_job(rt, "t-own-timeout", max_attempts=1)
+    await rt.migrator().move_due_jobs()
+    await rt.worker(burst=True).run()
+
+    row = await job_row(rt, job_id)
+    assert row["status"] == "failed"
+    assert row["last_error_message"] == "TimeoutError: SMTP server did not answer in 5s"
+
+
 async def test_plain_functions_run_in_a_thread_without_blocking_the_loop(
     runtime: Runtime, registry: HandlerRegistry
 ) -> None:
