@@ -2,9 +2,10 @@
 
 Job hashes and metric increments are the bulk of the Redis writes per job (several
 commands each). A Batch gathers them and emits, on exit, one EVAL that writes every job
-hash with its TTL, and one HINCRBY (or HINCRBYFLOAT) per distinct metric field, summed:
-a batch of 500 jobs costs a handful of commands instead of thousands. Everything else
-(LPUSH, ...) goes straight into the same pipeline.
+hash with its TTL and adds every metric increment (summed per field), and one ZREM per
+in-flight set: a batch of 500 jobs costs a handful of commands instead of thousands,
+and redis-py, which packs and parses each command in Python, has little to do.
+Everything else (LPUSH, ...) goes straight into the same pipeline.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 from redis.crc import key_slot
 
-# ARGV[1]: a JSON array of [key, ttl, {field: value}, guard, attempt] (ttl 0: leave the
-# TTL alone). One argument rather than thousands: redis-py packs every argument in
-# Python, and that packing was the largest cost of a batch. The keys are not declared
-# in KEYS; on a Redis Cluster one EVAL goes to each shard with the hashes it holds,
-# its first key declared (for the routing) and the flag that lets it touch the others.
+# ARGV[1]: a JSON array of four lists: job hashes as [key, ttl, {field: value}, guard,
+# attempt] (ttl 0: leave the TTL alone); HINCRBY and HINCRBYFLOAT as [key, field,
+# amount] (amounts as strings, so nothing is rounded); EXPIRE as [key, ttl]. One
+# argument rather than thousands: redis-py packs every argument and parses every reply
+# in Python, and that was the largest cost of a batch. The keys are not declared in
+# KEYS; on a Redis Cluster one EVAL goes to each shard with the hashes it holds (the
+# metrics go as plain commands, each routed to its own shard), its first key declared
+# (for the routing) and the flag that lets it touch the others.
 # `guard` keeps job hashes monotonic when writes from different processes cross (a
 # migrator's post-commit write landing after a fast worker's outcome): see GUARD_*.
 _WRITE_HASHES = """
-local items = cjson.decode(ARGV[1])
+local batch = cjson.decode(ARGV[1])
+local items = batch[1]
 for _, item in ipairs(items) do
     local guard, attempt = item[4] or 0, item[5] or 0
     local apply = true
@@ -57,6 +62,9 @@ for _, item in ipairs(items) do
     end
     end
 end
+for _, c in ipairs(batch[2]) do redis.call('HINCRBY', c[1], c[2], c[3]) end
+for _, c in ipairs(batch[3]) do redis.call('HINCRBYFLOAT', c[1], c[2], c[3]) end
+for _, e in ipairs(batch[4]) do redis.call('EXPIRE', e[1], e[2]) end
 return #items
 """
 
@@ -83,6 +91,7 @@ class Batch:
         self._ints: Counter[tuple[str, str]] = Counter()
         self._floats: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._expires: dict[str, int] = {}
+        self._zrems: dict[str, list[bytes]] = {}
 
     def hash(
         self, key: str, fields: dict[str, str], ttl: int, guard: int = 0, attempt: int = 0
@@ -97,6 +106,10 @@ class Batch:
     def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
         self._floats[(key, field)] += amount
 
+    def zrem(self, key: str, member: bytes) -> None:
+        """ZREM `member` from the sorted set `key` (one command per key and batch)."""
+        self._zrems.setdefault(key, []).append(member)
+
     def expire(self, key: str, ttl: int) -> None:
         """EXPIRE `key` in `ttl` seconds, once per batch however often it is asked."""
         self._expires[key] = ttl
@@ -105,22 +118,31 @@ class Batch:
         """Add the gathered writes to the pipeline (called on exit of `redis_batch`)."""
         if isinstance(self.pipe, ClusterPipeline):
             self._flush_hashes_by_shard(self.pipe)
+            for (key, field), n in self._ints.items():
+                if n:
+                    self.pipe.hincrby(key, field, n)
+            for (key, field), x in self._floats.items():
+                self.pipe.hincrbyfloat(key, field, x)
+            for key, ttl in self._expires.items():
+                self.pipe.expire(key, ttl)
         else:
             hashes = self._hashes
-            for start in range(0, len(hashes), _HASHES_PER_EVAL):
-                blob = orjson.dumps(hashes[start : start + _HASHES_PER_EVAL])
-                self.pipe.eval(_WRITE_HASHES, 0, blob)
-        for (key, field), n in self._ints.items():
-            if n:
-                self.pipe.hincrby(key, field, n)
-        for (key, field), x in self._floats.items():
-            self.pipe.hincrbyfloat(key, field, x)
-        for key, ttl in self._expires.items():
-            self.pipe.expire(key, ttl)
+            ints = [(k, f, str(n)) for (k, f), n in self._ints.items() if n]
+            floats = [(k, f, repr(x)) for (k, f), x in self._floats.items()]
+            expires = list(self._expires.items())
+            if hashes or ints or floats or expires:
+                # The metrics ride with the first EVAL (the only one, but for huge batches).
+                for start in range(0, max(len(hashes), 1), _HASHES_PER_EVAL):
+                    chunk = hashes[start : start + _HASHES_PER_EVAL]
+                    rest = (ints, floats, expires) if start == 0 else ((), (), ())
+                    self.pipe.eval(_WRITE_HASHES, 0, orjson.dumps((chunk, *rest)))
+        for key, members in self._zrems.items():
+            self.pipe.zrem(key, *members)
         self._hashes = []
         self._ints.clear()
         self._floats.clear()
         self._expires.clear()
+        self._zrems.clear()
 
     def _flush_hashes_by_shard(self, pipe: ClusterPipeline) -> None:
         nodes = pipe.cluster_client.nodes_manager
@@ -135,7 +157,8 @@ class Batch:
         for items in by_shard.values():
             for start in range(0, len(items), _HASHES_PER_EVAL):
                 chunk = items[start : start + _HASHES_PER_EVAL]
-                pipe.eval(_WRITE_HASHES_CLUSTER, 1, chunk[0][0], orjson.dumps(chunk))
+                blob = orjson.dumps((chunk, (), (), ()))
+                pipe.eval(_WRITE_HASHES_CLUSTER, 1, chunk[0][0], blob)
 
 
 @contextlib.asynccontextmanager

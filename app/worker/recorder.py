@@ -167,7 +167,7 @@ class OutcomeRecorder:
                     if not isinstance(status, str):
                         continue
                     if entry is not None:
-                        pipe.pipe.zrem(self.state.keys.inflight(entry.queue), entry.member)
+                        pipe.zrem(self.state.keys.inflight(entry.queue), entry.member)
                     if status == "cancelled" or isinstance(outcome, CancelledRun):
                         # Stopped on a cancel (or its outcome came after the request).
                         self.state.operator_changed(pipe, outcome.job_id, status, outcome.attempt)
