@@ -4,7 +4,9 @@ FAIL_JOBS by (status running, worker_id, attempt_count), that changes the job an
 its job_logs row together, so an outcome of a worker that lost its lease (or of a job
 cancelled meanwhile) changes nothing. Every outcome but the cancel itself also needs
 that no cancel was asked: an outcome reported after the request is discarded, and the
-recorder ends the job `cancelled` instead.
+recorder ends the job `cancelled` instead. Their input is MATERIALIZED and carries the
+status the fence expects, so that the rows are found by primary key (app.db.hot,
+COMPLETE_JOBS).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from app.db.rows import CancelledRun, FailureResult, PermanentFailed, Snoozed, f
 
 # running -> failed whatever attempts are left.
 PERMANENT_FAIL_JOBS = """
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                         $5::text[], $7::uuid[])
+WITH input AS MATERIALIZED (
+    SELECT *, 'running'::text AS running
+    FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
+                $5::text[], $7::uuid[])
         AS t(id, attempt, started, finished, error, token)
 ), done AS (
     UPDATE jobs j SET
@@ -29,7 +32,7 @@ WITH input AS (
         lease_expires_at = NULL,
         updated_at = now()
     FROM input i
-    WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $6
+    WHERE j.id = i.id AND j.status = i.running AND j.worker_id = $6
       AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
       AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, i.attempt, i.started, i.finished, i.error
@@ -47,9 +50,10 @@ SELECT id, status, run_at FROM done
 # snooze counted; a job already snoozed $7 times (MAX_SNOOZES) is failed instead.
 # Every CASE reads the row as it was before this UPDATE.
 SNOOZE_JOBS = """
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                         $5::float8[], $6::text[], $9::uuid[])
+WITH input AS MATERIALIZED (
+    SELECT *, 'running'::text AS running
+    FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
+                $5::float8[], $6::text[], $9::uuid[])
         AS t(id, attempt, started, finished, seconds, reason, token)
 ), done AS (
     UPDATE jobs j SET
@@ -67,7 +71,7 @@ WITH input AS (
         lease_expires_at = NULL,
         updated_at = now()
     FROM input i
-    WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $8
+    WHERE j.id = i.id AND j.status = i.running AND j.worker_id = $8
       AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
       AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.status, j.run_at, j.snooze_count, j.last_error_message,
@@ -89,14 +93,15 @@ SELECT id, status, run_at FROM done
 # running -> cancelled: the worker stopped the handler because a cancel was asked (the
 # request is on the row); the log row names who asked, and why.
 CANCEL_RUNNING_JOBS = """
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                         $6::uuid[])
+WITH input AS MATERIALIZED (
+    SELECT *, 'running'::text AS running
+    FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
+                $6::uuid[])
         AS t(id, attempt, started, finished, token)
 ), done AS (
     UPDATE jobs j SET status = 'cancelled', lease_expires_at = NULL, updated_at = now()
     FROM input i
-    WHERE j.id = i.id AND j.status = 'running' AND j.worker_id = $5
+    WHERE j.id = i.id AND j.status = i.running AND j.worker_id = $5
       AND j.attempt_count = i.attempt AND j.lease_token IS NOT DISTINCT FROM i.token
       AND j.cancel_requested_at IS NOT NULL
     RETURNING j.id, j.status, j.run_at, j.cancel_requested_by, j.cancel_reason,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.db import hot, outcomes
 from app.db.counts import COUNT_LIVE_JOBS
 from app.db.listings import CUSTOM_PLANS, list_dead_letters_sql, list_jobs_sql
 from app.db.pool import Connection
@@ -211,3 +212,63 @@ def test_a_status_outside_the_state_machine_is_refused() -> None:
             after_id=None,
             limit=1,
         )
+
+
+# Literal values for the outcome statements' parameters, by type: 30 jobs' ids and the
+# fence values of worker "w", attempt 1.
+OUTCOME_ARGS = {
+    "int[]": "array_fill(1, ARRAY[30])",
+    "timestamp with time zone[]": "array_fill(now(), ARRAY[30])",
+    "text[]": "array_fill('boom'::text, ARRAY[30])",
+    "double precision[]": "array_fill(1.0::float8, ARRAY[30])",
+    "text": "'w'",
+    "integer": "25",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "COMPLETE_JOBS",
+        "FAIL_JOBS",
+        "RELEASE_JOBS",
+        "PERMANENT_FAIL_JOBS",
+        "SNOOZE_JOBS",
+        "CANCEL_RUNNING_JOBS",
+    ],
+)
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+async def test_outcomes_find_their_jobs_by_key_whatever_the_statistics(
+    runtime: Runtime, name: str, mode: str
+) -> None:
+    """Statistics taken while the jobs waited (none running) must not make an outcome
+    read every running job: each finds its rows by primary key."""
+    text = getattr(hot, name, None) or getattr(outcomes, name)
+    await add_queue(runtime, QUEUE)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO jobs (queue_name, payload) SELECT $1, '{}' FROM generate_series(1, 20000)",
+            QUEUE,
+        )
+        await conn.execute("ANALYZE jobs")
+        await conn.execute(
+            "UPDATE jobs SET status = 'running', worker_id = 'w', attempt_count = 1, "
+            "lease_expires_at = now() + interval '30 seconds'"
+        )
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM jobs LIMIT 30")]
+        types = [
+            await conn.fetchval("SELECT format_type($1::oid, NULL)", t.oid)
+            for t in (await conn.prepare(text)).get_parameters()
+        ]
+        id_array = "ARRAY[" + ", ".join(literal(i) for i in ids) + "]::uuid[]"
+        values = [
+            id_array if n == 0 else OUTCOME_ARGS.get(t, f"NULL::{t}") for n, t in enumerate(types)
+        ]
+        await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+        await conn.execute(f"PREPARE outcome({', '.join(types)}) AS {text}")
+        rows = await conn.fetch(f"EXPLAIN EXECUTE outcome({', '.join(values)})")
+        await conn.execute("DEALLOCATE outcome")
+        plan = "\n".join(r[0] for r in rows)
+    assert "pk_jobs" in plan, plan
+    assert "idx_jobs_running_lease" not in plan, plan
+    assert "Seq Scan" not in plan, plan
