@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 from urllib.parse import quote
 
@@ -27,6 +28,8 @@ def priority_level(priority: int) -> str:
 # produces `{`, `}` or `:`, so no queue name can reach another queue's keys, and the
 # braces around it are a Redis Cluster hash tag: a queue's lists, its in-flight record
 # and its wake-up marker all live in one slot.
+# Cached: every job's keys are built from its queue's name (urllib's quote is pure Python).
+@lru_cache(maxsize=4096)
 def encode_queue_name(queue_name: str) -> str:
     """The queue name as it appears in Redis keys (percent-encoded, see above)."""
     return quote(queue_name, safe="")
