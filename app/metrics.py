@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -79,10 +80,9 @@ HISTORY_HISTOGRAMS: Final = frozenset({"wait_seconds"})
 
 def bucket_of(seconds: float) -> str:
     """The label of the smallest bucket whose upper bound holds `seconds`."""
-    for bound, label in zip(BUCKETS, BUCKET_LABELS, strict=True):
-        if seconds <= bound:
-            return label
-    return "+Inf"  # NaN
+    if seconds != seconds:  # NaN
+        return "+Inf"
+    return BUCKET_LABELS[bisect_left(BUCKETS, seconds)]
 
 
 class MetricsWriter:
@@ -90,22 +90,26 @@ class MetricsWriter:
 
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
+        # Key names built once: a worker counts and observes several times per job.
+        self._counters = {name: keys.metric_counter(name) for name in COUNTERS}
+        self._histograms = {name: keys.metric_histogram(name) for name in HISTOGRAMS}
         self._history_minute = -1
         self._history_keys: list[tuple[str, int]] = []
 
     def count(self, pipe: Batch, name: str, queue: str, amount: int = 1) -> None:
-        if name not in COUNTERS:
+        key = self._counters.get(name)
+        if key is None:
             raise ValueError(f"unknown counter {name!r}")
         if amount:
-            pipe.hincrby(self.keys.metric_counter(name), queue, amount)
+            pipe.hincrby(key, queue, amount)
             if name in HISTORY_COUNTERS:
                 self._history(pipe, f"{name}|{queue}", amount)
 
     def observe(self, pipe: Batch, name: str, queue: str, seconds: float) -> None:
-        if name not in HISTOGRAMS:
+        key = self._histograms.get(name)
+        if key is None:
             raise ValueError(f"unknown histogram {name!r}")
         seconds = max(0.0, seconds)
-        key = self.keys.metric_histogram(name)
         bucket = bucket_of(seconds)
         pipe.hincrby(key, f"{queue}|{bucket}", 1)
         pipe.hincrbyfloat(key, f"{queue}|sum", seconds)
