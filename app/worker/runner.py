@@ -2,7 +2,9 @@
 
 Fetch: one atomic pop over every served queue's lists (app.worker.fetch), high before
 normal before low, fair between queues, taking as many jobs as there are free slots and
-recording each in flight. Claim: one conditional UPDATE for the popped ids
+recording each in flight. A worker with most of its slots busy waits up to REFILL_WAIT
+for half of them to be free, so that one pop, one claim and one cache write serve many
+jobs (an idle worker pops at once). Claim: one conditional UPDATE for the popped ids
 (migrated_to_redis -> running, with worker id, attempt number, lease and a random
 token); a copy whose claim fails (a duplicate, a cancelled job) is dropped without
 running, and a claim that waits too long on a row lock is given up (the in-flight
@@ -56,6 +58,8 @@ log = logging.getLogger("hybridq.worker")
 # Seconds a stopping worker waits for handlers it cancelled (past the grace period) to
 # end; a handler that swallows the cancellation is not waited for longer.
 HANDLER_CANCEL_WAIT = 5.0
+# Seconds a busy worker waits for more of its slots to free before it pops again.
+REFILL_WAIT = 0.002
 
 
 def make_worker_id() -> str:
@@ -122,6 +126,9 @@ class Worker:
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
         self._slot_free = asyncio.Event()
+        # A busy worker pops when this many slots are free (or after REFILL_WAIT).
+        self._refill_at = max(1, self.concurrency // 2)
+        self._refill = asyncio.Event()
         self.jobs_started = 0
 
     # --- control ------------------------------------------------------------------
@@ -204,6 +211,12 @@ class Worker:
                 self._slot_free.clear()
                 await wait_any(self._slot_free, self._stop)
                 continue
+            if free < self._refill_at and self._inflight:
+                # Busy: give a few more jobs REFILL_WAIT to finish, so that one pop, one
+                # claim and one cache write serve all of their slots.
+                self._refill.clear()
+                await wait_any(self._refill, self._stop, timeout=REFILL_WAIT)
+                free = self.concurrency - len(self._inflight)
             try:
                 popped = await self.fetcher.pop(free)
                 if not popped and not self.burst:
@@ -324,6 +337,8 @@ class Worker:
     def _finished(self, job_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(job_id, None)
         self._slot_free.set()
+        if self.concurrency - len(self._inflight) >= self._refill_at:
+            self._refill.set()
 
     # --- running ------------------------------------------------------------------
 

@@ -7,12 +7,14 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from app.registry import HandlerRegistry, Job
 from app.runtime import BackgroundServices, Runtime
 from app.settings import Settings
+from app.worker import runner as runner_module
 from tests.support.factories import (
     add_queue,
     create_job,
@@ -497,3 +499,43 @@ async def test_a_copy_popped_before_the_migrators_commit_is_claimed(
 
     assert runs == [job_id]
     assert await job_status(rt, job_id) == "completed"
+
+
+async def test_a_busy_worker_fills_its_free_slots_together(
+    runtime: Runtime, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With most slots busy, a worker waits (up to REFILL_WAIT) for half of them to be
+    free, then pops, claims and writes for all of them in one go, instead of one round
+    trip of each per finished job."""
+    rt = runtime
+    monkeypatch.setattr(runner_module, "REFILL_WAIT", 30.0)  # only the slots decide
+    release: dict[int, asyncio.Event] = {i: asyncio.Event() for i in range(8)}
+
+    @registry.handler("t-refill")
+    async def waits(job: Job) -> None:
+        await release[job.payload["n"]].wait()
+
+    await add_queue(rt, "t-refill")
+    for n in range(8):
+        await create_job(rt, "t-refill", payload={"n": n})
+    await rt.migrator().move_due_jobs()
+    worker = rt.worker(burst=True, concurrency=4)
+    claimed: list[int] = []
+    claim = worker.store.claim
+
+    async def counting_claim(job_ids: Any, *args: Any) -> Any:
+        claimed.append(len(job_ids))
+        return await claim(job_ids, *args)
+
+    monkeypatch.setattr(worker.store, "claim", counting_claim)
+    run = asyncio.create_task(worker.run())
+    await wait_for(lambda: _true_when(worker.in_flight == 4), what="4 jobs running")
+    release[0].set()
+    await wait_for(lambda: _true_when(worker.in_flight == 3), what="job 0 to finish")
+    release[1].set()  # now 2 of 4 slots are free: one pop for both
+    await wait_for(lambda: _true_when(worker.in_flight == 4), what="2 more jobs running")
+    for event in release.values():
+        event.set()
+    await run
+    assert claimed[:2] == [4, 2]
+    assert sum(claimed) == 8
