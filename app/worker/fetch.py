@@ -124,6 +124,28 @@ class Popped:
     message: bytes  # the job message (the member without its level code)
 
 
+def sort_popped(
+    popped: Sequence[Popped],
+) -> tuple[dict[uuid.UUID, dict[str, Any]], dict[uuid.UUID, Popped], list[Popped]]:
+    """The messages of a pop by job id, the in-flight entry to keep for each, and the
+    entries to drop: malformed messages, and all but one copy of a job popped twice."""
+    by_id: dict[uuid.UUID, dict[str, Any]] = {}
+    entry_of: dict[uuid.UUID, Popped] = {}
+    dropped: list[Popped] = []
+    for p in popped:
+        data = parse_message(p.message)
+        if data is None:
+            log.error("dropping malformed message from Redis: %r", p.message[:200])
+            dropped.append(p)
+            continue
+        earlier = entry_of.get(data["id"])
+        if earlier is not None and earlier.member != p.member:
+            dropped.append(earlier)  # two copies in one pop: one is claimed
+        by_id[data["id"]] = data
+        entry_of[data["id"]] = p
+    return by_id, entry_of, dropped
+
+
 class Fetcher:
     """Pops for one worker from a fixed set of queues."""
 

@@ -47,7 +47,7 @@ from app.registry import Handler, HandlerRegistry, Job
 from app.settings import Settings
 from app.worker.cancels import CancelWatcher
 from app.worker.cluster_fetch import make_fetcher
-from app.worker.fetch import Popped, parse_message
+from app.worker.fetch import Popped, sort_popped
 from app.worker.heartbeat import beat_until
 from app.worker.inflight import InFlight
 from app.worker.outcomes import outcome_of
@@ -240,20 +240,7 @@ class Worker:
             await self._claim_and_start(popped)
 
     async def _claim_and_start(self, popped: list[Popped]) -> None:
-        by_id: dict[uuid.UUID, dict[str, Any]] = {}
-        entry_of: dict[uuid.UUID, Popped] = {}
-        dropped: list[Popped] = []
-        for p in popped:
-            data = parse_message(p.message)
-            if data is None:
-                log.error("dropping malformed message from Redis: %r", p.message[:200])
-                dropped.append(p)
-                continue
-            earlier = entry_of.get(data["id"])
-            if earlier is not None and earlier.member != p.member:
-                dropped.append(earlier)  # two copies in one pop: one is claimed
-            by_id[data["id"]] = data
-            entry_of[data["id"]] = p
+        by_id, entry_of, dropped = sort_popped(popped)
         claims = await self._claim(list(by_id)) if by_id else []
         if claims is None:
             # Given up (lock timeout, or PostgreSQL away too long): the in-flight
