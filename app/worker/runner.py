@@ -216,6 +216,8 @@ class Worker:
                 # claim and one cache write serve all of their slots.
                 self._refill.clear()
                 await wait_any(self._refill, self._stop, timeout=REFILL_WAIT)
+                if self._stop.is_set():
+                    break
                 free = self.concurrency - len(self._inflight)
             try:
                 popped = await self.fetcher.pop(free)

@@ -539,3 +539,43 @@ async def test_a_busy_worker_fills_its_free_slots_together(
     await run
     assert claimed[:2] == [4, 2]
     assert sum(claimed) == 8
+
+
+async def test_a_worker_stopped_while_it_waits_to_refill_pops_nothing_more(
+    runtime: Runtime, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = runtime
+    monkeypatch.setattr(runner_module, "REFILL_WAIT", 30.0)
+    release = asyncio.Event()
+    first = asyncio.Event()
+    refilling = asyncio.Event()
+    real_wait_any = runner_module.wait_any
+
+    async def spy(*events: asyncio.Event, timeout: float | None = None) -> None:
+        if timeout == 30.0:  # the refill wait
+            refilling.set()
+        await real_wait_any(*events, timeout=timeout)
+
+    monkeypatch.setattr(runner_module, "wait_any", spy)
+
+    @registry.handler("t-refill-stop")
+    async def waits(job: Job) -> None:
+        if job.payload["n"] == 0:
+            await first.wait()
+        else:
+            await release.wait()
+
+    await add_queue(rt, "t-refill-stop")
+    ids = [await create_job(rt, "t-refill-stop", payload={"n": n}) for n in range(6)]
+    await rt.migrator().move_due_jobs()
+    worker = rt.worker(concurrency=4)
+    run = asyncio.create_task(worker.run())
+    await wait_for(lambda: _true_when(worker.in_flight == 4), what="4 jobs running")
+    first.set()  # one slot frees: the worker waits for a second
+    await asyncio.wait_for(refilling.wait(), 10)
+    worker.stop()
+    release.set()
+    await run
+    statuses = [await job_status(rt, job_id) for job_id in ids]
+    assert statuses.count("completed") == 4
+    assert statuses.count("migrated_to_redis") == 2  # left in Redis for the next worker
