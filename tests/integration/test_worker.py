@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from app.loops import wait_any
 from app.registry import HandlerRegistry, Job
 from app.runtime import BackgroundServices, Runtime
 from app.settings import Settings
@@ -549,12 +550,11 @@ async def test_a_worker_stopped_while_it_waits_to_refill_pops_nothing_more(
     release = asyncio.Event()
     first = asyncio.Event()
     refilling = asyncio.Event()
-    real_wait_any = runner_module.wait_any
 
     async def spy(*events: asyncio.Event, timeout: float | None = None) -> None:
         if timeout == 30.0:  # the refill wait
             refilling.set()
-        await real_wait_any(*events, timeout=timeout)
+        await wait_any(*events, timeout=timeout)
 
     monkeypatch.setattr(runner_module, "wait_any", spy)
 
