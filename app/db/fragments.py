@@ -48,3 +48,13 @@ LOG_ACTION: Final = """logged AS (
     SELECT id, action, $2, previous_attempts, $3, now(), now(), interval '0' FROM done
 )
 SELECT id, queue_name, status, attempt_count FROM done"""
+
+# The head of an outcome's `input` CTE (its unnest follows): MATERIALIZED, and carrying
+# the status the fence expects, which the UPDATE compares as `j.status = i.running`.
+# Written as a literal (`j.status = 'running'`), the predicate of idx_jobs_running_lease
+# would apply, and with statistics that count few running jobs (a table that grew since
+# its last ANALYZE, as every queue's does) PostgreSQL read the whole running index for
+# each flush, dead entries included, rescanning the unnest for every row it found: a
+# drain of 10,000 jobs read 2 million index entries. So each job is found by its key.
+OUTCOME_INPUT: Final = """input AS MATERIALIZED (
+    SELECT *, 'running'::text AS running"""

@@ -17,7 +17,13 @@ from typing import Any
 
 import asyncpg
 
-from app.db.fragments import JOB_COLUMNS, REDIS_MESSAGE, RETRY_OR_FAIL, RETRY_OR_FAIL_NOTE
+from app.db.fragments import (
+    JOB_COLUMNS,
+    OUTCOME_INPUT,
+    REDIS_MESSAGE,
+    RETRY_OR_FAIL,
+    RETRY_OR_FAIL_NOTE,
+)
 from app.db.pool import Connection
 from app.db.rows import Claim, Failure, FailureResult, JobRow, MovedJob, Success, failure_results
 
@@ -133,16 +139,10 @@ RETURNING id
 # Completion and its job_logs row in one statement: both happen only while the fence
 # (status running, same worker, same attempt) holds, and no cancel was asked meanwhile
 # (then the recorder ends the job cancelled instead: app.db.outcomes).
-# The outcomes find their rows by primary key, whatever the statistics say. Their input
-# is MATERIALIZED and carries the status the fence expects: written as a literal
-# (`j.status = 'running'`), the predicate of idx_jobs_running_lease would apply, and
-# with statistics that count few running jobs (a table that grew since its last
-# ANALYZE, as every queue's does) PostgreSQL read the whole running index for each
-# flush, dead entries included, rescanning the unnest for every row it found: a drain
-# of 10,000 jobs read 2 million index entries.
-COMPLETE_JOBS = """
-WITH input AS MATERIALIZED (
-    SELECT *, 'running'::text AS running
+# Like every outcome, it finds its rows by primary key whatever the statistics say
+# (fragments.OUTCOME_INPUT).
+COMPLETE_JOBS = f"""
+WITH {OUTCOME_INPUT}
     FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
                 $6::uuid[])
         AS t(id, attempt, started, finished, token)
@@ -166,8 +166,7 @@ RETURNING job_id
 """
 
 FAIL_JOBS = f"""
-WITH input AS MATERIALIZED (
-    SELECT *, 'running'::text AS running
+WITH {OUTCOME_INPUT}
     FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
                 $5::text[], $6::float8[], $8::uuid[])
         AS t(id, attempt, started, finished, error, delay, token)
@@ -194,9 +193,8 @@ SELECT id, status, run_at FROM done
 """
 
 # Shutdown hands back a job it could not finish: queued again, the attempt not spent.
-RELEASE_JOBS = """
-WITH input AS MATERIALIZED (
-    SELECT *, 'running'::text AS running
+RELEASE_JOBS = f"""
+WITH {OUTCOME_INPUT}
     FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS t(id, attempt, started)
 ), released AS (
     UPDATE jobs j SET

@@ -4,9 +4,9 @@ FAIL_JOBS by (status running, worker_id, attempt_count), that changes the job an
 its job_logs row together, so an outcome of a worker that lost its lease (or of a job
 cancelled meanwhile) changes nothing. Every outcome but the cancel itself also needs
 that no cancel was asked: an outcome reported after the request is discarded, and the
-recorder ends the job `cancelled` instead. Their input is MATERIALIZED and carries the
-status the fence expects, so that the rows are found by primary key (app.db.hot,
-COMPLETE_JOBS).
+recorder ends the job `cancelled` instead. Their input is OUTCOME_INPUT
+(app.db.fragments), so that the rows are found by primary key whatever the statistics
+say.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from app.db.fragments import OUTCOME_INPUT
 from app.db.rows import CancelledRun, FailureResult, PermanentFailed, Snoozed, failure_results
 
 # running -> failed whatever attempts are left.
-PERMANENT_FAIL_JOBS = """
-WITH input AS MATERIALIZED (
-    SELECT *, 'running'::text AS running
+PERMANENT_FAIL_JOBS = f"""
+WITH {OUTCOME_INPUT}
     FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
                 $5::text[], $7::uuid[])
         AS t(id, attempt, started, finished, error, token)
@@ -49,9 +49,8 @@ SELECT id, status, run_at FROM done
 # running -> queued after `seconds`, the attempt given back (attempt_count - 1) and the
 # snooze counted; a job already snoozed $7 times (MAX_SNOOZES) is failed instead.
 # Every CASE reads the row as it was before this UPDATE.
-SNOOZE_JOBS = """
-WITH input AS MATERIALIZED (
-    SELECT *, 'running'::text AS running
+SNOOZE_JOBS = f"""
+WITH {OUTCOME_INPUT}
     FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
                 $5::float8[], $6::text[], $9::uuid[])
         AS t(id, attempt, started, finished, seconds, reason, token)
@@ -92,9 +91,8 @@ SELECT id, status, run_at FROM done
 
 # running -> cancelled: the worker stopped the handler because a cancel was asked (the
 # request is on the row); the log row names who asked, and why.
-CANCEL_RUNNING_JOBS = """
-WITH input AS MATERIALIZED (
-    SELECT *, 'running'::text AS running
+CANCEL_RUNNING_JOBS = f"""
+WITH {OUTCOME_INPUT}
     FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[],
                 $6::uuid[])
         AS t(id, attempt, started, finished, token)
