@@ -1,9 +1,10 @@
 """A job a worker is running: its claim, its handler's task, and whether it was asked
-to stop."""
+to stop; and the worker's slots, which say how many more jobs it may take."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,3 +44,43 @@ class InFlight:
         if not (self.recording or self.cancel_requested or self.timed_out):
             self.timed_out = True
             self.task.cancel()
+
+
+class Slots:
+    """A worker's jobs, from their claim until their outcome is written, and how many
+    more it may take: `concurrency` handlers run at once. A job whose handler returned
+    leaves its slot while the recorder writes its outcome (a durable commit, batched
+    with others'), so a commit's wait does not idle the worker; up to `concurrency`
+    such jobs, beyond which each keeps its slot: a PostgreSQL that cannot take the
+    outcomes stops the fetching instead of piling them up."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.jobs: dict[uuid.UUID, InFlight] = {}
+        self.recording = 0  # jobs whose handler returned, outcome not yet written
+        self.freed = asyncio.Event()
+        # A busy worker pops when this many slots are free (or after REFILL_WAIT).
+        self.refill_at = max(1, concurrency // 2)
+        self.refilled = asyncio.Event()
+
+    def free(self) -> int:
+        running = len(self.jobs) - self.recording
+        return min(self.concurrency - running, 2 * self.concurrency - len(self.jobs))
+
+    def returned(self, entry: InFlight) -> None:
+        """Its handler returned: its outcome goes to the recorder, its slot to the next job."""
+        entry.recording = True
+        self.recording += 1
+        self._freed()
+
+    def finished(self, job_id: uuid.UUID) -> None:
+        """Its outcome is written (or its task ended otherwise)."""
+        entry = self.jobs.pop(job_id, None)
+        if entry is not None and entry.recording:
+            self.recording -= 1
+        self._freed()
+
+    def _freed(self) -> None:
+        self.freed.set()
+        if self.free() >= self.refill_at:
+            self.refilled.set()

@@ -9,8 +9,8 @@ jobs (an idle worker pops at once). Claim: one conditional UPDATE for the popped
 token); a copy whose claim fails (a duplicate, a cancelled job) is dropped without
 running, and a claim that waits too long on a row lock is given up (the in-flight
 recovery brings the copies back). Outcome: written by the recorder, fenced by (worker_id,
-attempt, token); the in-flight entry goes once the outcome is written. Retries wait in
-PostgreSQL via run_at.
+attempt, token); the job's slot is free once its handler returns (app.worker.inflight.Slots),
+its in-flight entry goes once the outcome is written. Retries wait in PostgreSQL via run_at.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from app.worker.cancels import CancelWatcher
 from app.worker.cluster_fetch import make_fetcher
 from app.worker.fetch import Popped, sort_popped
 from app.worker.heartbeat import beat_until
-from app.worker.inflight import InFlight
+from app.worker.inflight import InFlight, Slots
 from app.worker.outcomes import outcome_of
 from app.worker.recorder import OutcomeRecorder
 
@@ -122,13 +122,9 @@ class Worker:
             on_cancel=self.request_cancel,
         )
         self._crashed: BaseException | None = None
-        self._inflight: dict[uuid.UUID, InFlight] = {}
+        self.slots = Slots(self.concurrency)
         self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self._stop = asyncio.Event()
-        self._slot_free = asyncio.Event()
-        # A busy worker pops when this many slots are free (or after REFILL_WAIT).
-        self._refill_at = max(1, self.concurrency // 2)
-        self._refill = asyncio.Event()
         self.jobs_started = 0
 
     # --- control ------------------------------------------------------------------
@@ -146,16 +142,16 @@ class Worker:
 
     def running(self) -> dict[uuid.UUID, InFlight]:
         """A snapshot of the jobs this worker runs now, by id."""
-        return dict(self._inflight)
+        return dict(self.slots.jobs)
 
     @property
     def in_flight(self) -> int:
-        return len(self._inflight)
+        return len(self.slots.jobs)
 
     def request_cancel(self, job_id: uuid.UUID) -> None:
         """An operator cancelled this job while it runs here: stop it (InFlight.stop);
         whatever its handler then does, the job is recorded `cancelled`."""
-        entry = self._inflight.get(job_id)
+        entry = self.slots.jobs.get(job_id)
         handler = self.registry.get(entry.job.queue_name) if entry is not None else None
         if entry is not None and entry.stop(is_async=handler is not None and handler.is_async):
             with bound_job(job_id, entry.job.queue_name, entry.claim.attempt, self.worker_id):
@@ -206,19 +202,19 @@ class Worker:
     async def _fetch_loop(self) -> None:
         backoff = Backoff()
         while not self._stop.is_set():
-            free = self.concurrency - len(self._inflight)
+            free = self.slots.free()
             if free <= 0:
-                self._slot_free.clear()
-                await wait_any(self._slot_free, self._stop)
+                self.slots.freed.clear()
+                await wait_any(self.slots.freed, self._stop)
                 continue
-            if free < self._refill_at and self._inflight:
+            if free < self.slots.refill_at and self.slots.jobs:
                 # Busy: give a few more jobs REFILL_WAIT to finish, so that one pop, one
                 # claim and one cache write serve all of their slots.
-                self._refill.clear()
-                await wait_any(self._refill, self._stop, timeout=REFILL_WAIT)
+                self.slots.refilled.clear()
+                await wait_any(self.slots.refilled, self._stop, timeout=REFILL_WAIT)
                 if self._stop.is_set():
                     break
-                free = self.concurrency - len(self._inflight)
+                free = self.slots.free()
             try:
                 popped = await self.fetcher.pop(free)
                 if not popped and not self.burst:
@@ -234,10 +230,10 @@ class Worker:
                 continue
             if not popped:
                 if self.burst:
-                    if not self._inflight:
+                    if not self.slots.jobs:
                         return
-                    self._slot_free.clear()
-                    await wait_any(self._slot_free, self._stop)
+                    self.slots.freed.clear()
+                    await wait_any(self.slots.freed, self._stop)
                 continue
             await self._claim_and_start(popped)
 
@@ -270,7 +266,7 @@ class Worker:
             )
             self.recorder.track(c.id, entry_of[c.id])
             task = asyncio.create_task(self._execute(c, job), name=f"job-{c.id}")
-            self._inflight[c.id] = InFlight(
+            self.slots.jobs[c.id] = InFlight(
                 claim=c, job=job, task=task, started_at=datetime.now(UTC), popped=entry_of[c.id]
             )
             self.jobs_started += 1
@@ -319,15 +315,12 @@ class Worker:
                 await wait_any(self._stop, timeout=delay)
 
     def _expire(self, job_id: uuid.UUID) -> None:
-        entry = self._inflight.get(job_id)
+        entry = self.slots.jobs.get(job_id)
         if entry is not None:
             entry.expire()
 
     def _finished(self, job_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
-        self._inflight.pop(job_id, None)
-        self._slot_free.set()
-        if self.concurrency - len(self._inflight) >= self._refill_at:
-            self._refill.set()
+        self.slots.finished(job_id)
 
     # --- running ------------------------------------------------------------------
 
@@ -339,7 +332,7 @@ class Worker:
         t0 = time.perf_counter()
         error: str | None = None
         reported: PermanentFailure | Snooze | None = None
-        entry = self._inflight.get(job.id)
+        entry = self.slots.jobs.get(job.id)
         if entry is not None:
             entry.started = True
         if handler is None:
@@ -380,7 +373,7 @@ class Worker:
                 error = f"TimeoutError: handler ran longer than {timeout:g}s"
         finished = datetime.now(UTC)
         if entry is not None:
-            entry.recording = True
+            self.slots.returned(entry)
         log.debug(
             "job %s attempt %d ran %.1f ms", job.id, claim.attempt, (time.perf_counter() - t0) * 1e3
         )
@@ -415,7 +408,7 @@ class Worker:
     # --- shutdown -----------------------------------------------------------------
 
     async def _shutdown(self) -> None:
-        tasks = [f.task for f in self._inflight.values()]
+        tasks = [f.task for f in self.slots.jobs.values()]
         if tasks:
             log.info(
                 "waiting up to %.0fs for %d in-flight jobs",
@@ -423,7 +416,7 @@ class Worker:
                 len(tasks),
             )
             await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_period)
-        unfinished = list(self._inflight.values())
+        unfinished = list(self.slots.jobs.values())
         for f in unfinished:
             f.task.cancel()
         if unfinished:

@@ -579,3 +579,47 @@ async def test_a_worker_stopped_while_it_waits_to_refill_pops_nothing_more(
     statuses = [await job_status(rt, job_id) for job_id in ids]
     assert statuses.count("completed") == 4
     assert statuses.count("migrated_to_redis") == 2  # left in Redis for the next worker
+
+
+async def test_a_worker_runs_more_jobs_while_their_outcomes_wait_for_postgresql(
+    runtime: Runtime, registry: HandlerRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose handler returned leaves its slot while its outcome commits, so a slow
+    commit does not idle the worker; up to `concurrency` such jobs, then it waits."""
+    rt = runtime
+    started: list[int] = []
+    go = asyncio.Event()
+    parked: list[tuple[int, int]] = []  # (jobs started, handlers returned) at each wait
+
+    async def spy(*events: asyncio.Event, timeout: float | None = None) -> None:
+        if timeout is None:
+            returned = sum(e.recording for e in worker.running().values())
+            parked.append((len(started), returned))
+        await wait_any(*events, timeout=timeout)
+
+    monkeypatch.setattr(runner_module, "wait_any", spy)
+
+    @registry.handler("t-slots")
+    async def runs(job: Job) -> None:
+        started.append(job.payload["n"])
+        if job.payload["n"] < 2:
+            await go.wait()
+
+    await add_queue(rt, "t-slots")
+    ids = [await create_job(rt, "t-slots", payload={"n": n}) for n in range(6)]
+    await rt.migrator().move_due_jobs()
+    worker = rt.worker(burst=True, concurrency=2)
+    run = asyncio.create_task(worker.run())
+    await wait_for(lambda: _true_when(sorted(started) == [0, 1]), what="jobs 0 and 1 running")
+    async with rt.pool.acquire() as conn, conn.transaction():
+        # PostgreSQL cannot write the outcomes of jobs 0 and 1 while this lock holds.
+        await conn.execute("SELECT 1 FROM jobs WHERE id = ANY($1) FOR UPDATE", ids[:2])
+        go.set()
+        await wait_for(
+            lambda: _true_when((4, 4) in parked), what="4 handlers returned, the worker waiting"
+        )
+        assert sorted(started) == [0, 1, 2, 3]
+        assert [await job_status(rt, i) for i in ids] == ["running"] * 4 + ["migrated_to_redis"] * 2
+    await run
+    assert sorted(started) == list(range(6))
+    assert [await job_status(rt, i) for i in ids] == ["completed"] * 6
