@@ -27,7 +27,8 @@ row it stands for is committed.
 A queue whose Redis lists hold REDIS_QUEUE_MAX_DEPTH jobs, one not known yet, a job
 with an idempotency key that finds an existing job, and an insert of more jobs than
 MIGRATOR_BATCH_SIZE (a bulk load, which the migrator moves more cheaply) take the
-migrator's path.
+migrator's path; so does, for MISS_BACKOFF, a queue whose last try failed (a job
+written `queued` behind a backlog, or no epoch marker), without recording first.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ log = logging.getLogger("hybridq.direct")
 QUEUE_INFO_TTL = 1.0
 # Seconds a queue found full in Redis takes the migrator's path (which respects the bound).
 FULL_BACKOFF = 1.0
+# Seconds a queue takes the migrator's path after a job of it could not take the direct
+# one for another reason: jobs of the queue wait `queued` (a backlog, which the migrator
+# moves first), or Redis lost its data (no epoch marker until the reconciler's pass). An
+# attempt that fails costs the insert a record round trip and the process a drop of the
+# entry (and a wake-up of the migrator), so under a backlog each insert paid three round
+# trips for one; short, so that the direct path comes back soon after the backlog goes.
+MISS_BACKOFF = 0.1
 
 QUEUE_INFO = """
 SELECT name, default_priority,
@@ -165,7 +173,8 @@ class DirectPush:
         self.queue_info_ttl = QUEUE_INFO_TTL
         self._queues_read_at = -QUEUE_INFO_TTL
         self._reading: asyncio.Task[None] | None = None
-        self._full_until: dict[str, float] = {}
+        self.miss_backoff = MISS_BACKOFF
+        self._off_until: dict[str, float] = {}  # queue -> monotonic end of its backoff
         self._record = redis.register_script(RECORD_SCRIPT)
         self._push = redis.register_script(PUSH_SCRIPT)
         self.pushed = 0  # jobs pushed by this process (tests, bench)
@@ -220,7 +229,7 @@ class DirectPush:
                 info is None
                 or not info.plain
                 or (job.run_at is not None and job.run_at > now)
-                or self._full_until.get(job.queue_name, 0.0) > mono
+                or self._off_until.get(job.queue_name, 0.0) > mono
             ):
                 continue
             priority = info.default_priority if job.priority is None else job.priority
@@ -258,17 +267,18 @@ class DirectPush:
         nothing was committed. What a failed push leaves is recovered (see above)."""
         pushed: list[tuple[str, bytes, uuid.UUID]] = []
         dropped: list[tuple[str, bytes]] = []
+        missed: set[str] = set()
         for i, (queue, member) in plan.members.items():
-            job = results[i].job if results is not None else None
-            if (
-                results is not None
-                and results[i].outcome == "created"
-                and job is not None
-                and job.status == "migrated_to_redis"
-            ):
-                pushed.append((queue, member, job.id))
+            created = (
+                results[i].job if results is not None and results[i].outcome == "created" else None
+            )
+            if created is not None and created.status == "migrated_to_redis":
+                pushed.append((queue, member, created.id))
             else:
                 dropped.append((queue, member))
+                if created is not None:  # written queued: a backlog (or a pause not seen yet)
+                    missed.add(queue)
+        self._miss(missed)
         self._pushes.extend(pushed)
         self._drops.extend(dropped)
         self._start_flusher()
@@ -355,7 +365,7 @@ class DirectPush:
         mono = time.monotonic()
         for q, depth in zip(by_queue, depths, strict=True):
             if not isinstance(depth, Exception) and int(depth) >= self.max_depth:
-                self._full_until[q] = mono + FULL_BACKOFF
+                self._off_until[q] = mono + FULL_BACKOFF
         errors = [r for r in (*found, *recorded) if isinstance(r, Exception)]
         if errors:
             raise errors[0]
@@ -364,7 +374,15 @@ class DirectPush:
         else:
             lost = set(records) if found and not found[0] else set()
         self._drop_later({q: records[q] for q in lost})
+        self._miss(lost)
         return set(records) - lost
+
+    def _miss(self, queues: set[str]) -> None:
+        """These queues' jobs could not take the direct path: the migrator's for a while
+        (MISS_BACKOFF), without shortening a longer backoff."""
+        until = time.monotonic() + self.miss_backoff
+        for q in queues:
+            self._off_until[q] = max(self._off_until.get(q, 0.0), until)
 
     def _script(self, pipe: Any, script: Any, keys: list[str], args: list[bytes]) -> None:
         """Queue a script call: by its SHA (loaded on NOSCRIPT, see `_send`), or whole

@@ -9,6 +9,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -220,6 +221,48 @@ async def test_without_the_epoch_marker_jobs_take_the_migrators_path(rt: Runtime
     assert await lists(rt) == {"high": 0, "normal": 0, "low": 0, "inflight": 0}
 
 
+async def test_a_queue_that_missed_the_direct_path_skips_it_for_a_while(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each miss costs the insert a Redis round trip (and a drop and a wake-up after): once
+    # a job of the queue was written queued (a backlog), or Redis had lost its data, the
+    # next inserts of the queue go straight to PostgreSQL for MISS_BACKOFF.
+    direct = rt.inserts.direct
+    assert direct is not None
+    direct.miss_backoff = 3600.0  # the backoff holds for the whole test
+    direct.queue_info_ttl = 0.0  # the producer sees the queue added below at once
+    sent: list[int] = []
+    send = direct._send
+
+    async def counting_send(records: dict[str, list[bytes]], *args: Any) -> set[str]:
+        sent.append(sum(len(m) for m in records.values()))
+        return await send(records, *args)
+
+    monkeypatch.setattr(direct, "_send", counting_send)
+    # A job waits queued (inserted without the direct path, as in a bulk load).
+    (waiting,) = await insert_jobs(rt.pool.fetch, [job()], key_ttl=0)
+    behind = [await rt.inserts.insert_each([job()], key_ttl=0) for _ in range(3)]
+    assert [r.job.status for (r,) in [[waiting], *behind] if r.job] == ["queued"] * 4
+    assert [n for n in sent if n] == [1]  # one record: the first insert's
+    # Another queue is not held back by this one's backlog.
+    await add_queue(rt, "t-direct-other")
+    (other,) = await rt.inserts.insert_each(
+        [dataclasses.replace(job(), queue_name="t-direct-other")], key_ttl=0
+    )
+    assert other.job is not None and other.job.status == "migrated_to_redis"
+    # Redis lost its data: one record finds the marker gone, the next inserts make none.
+    await rt.redis.delete(rt.keys.epoch_marker())
+    sent.clear()
+    for _ in range(3):
+        (result,) = await rt.inserts.insert_each(
+            [dataclasses.replace(job(), queue_name="t-direct-other")], key_ttl=0
+        )
+        assert result.job is not None and result.job.status == "queued"
+    assert [n for n in sent if n] == [1]
+    # Every job waits for the migrator, which moves them all.
+    assert (await rt.migrator().move_due_jobs()).moved == 7
+
+
 async def test_job_client_with_redis_pushes_and_without_does_not(
     rt: Runtime, direct_settings: Settings
 ) -> None:
@@ -288,6 +331,7 @@ async def test_a_job_does_not_overtake_its_queues_backlog(rt: Runtime) -> None:
     # the migrator moves both in order.
     assert rt.inserts.direct is not None
     rt.inserts.direct.queue_info_ttl = 0.0  # the producer reads the queue at every insert
+    rt.inserts.direct.miss_backoff = 0.0  # and tries the direct path at every insert
     await rt.pool.execute("UPDATE job_queues SET is_active = false WHERE name = $1", QUEUE)
     (first,) = await rt.inserts.insert_each([job()], key_ttl=0)
     await rt.pool.execute("UPDATE job_queues SET is_active = true WHERE name = $1", QUEUE)
@@ -307,6 +351,7 @@ async def test_a_job_does_not_overtake_its_queues_backlog(rt: Runtime) -> None:
 async def test_a_bulk_insert_takes_the_migrators_path(rt: Runtime) -> None:
     assert rt.inserts.direct is not None
     rt.inserts.direct.max_jobs = 3
+    rt.inserts.direct.miss_backoff = 0.0
     results = await rt.inserts.insert_each([job() for _ in range(4)], key_ttl=0)
     assert [r.job.status for r in results if r.job] == ["queued"] * 4
     results = await rt.inserts.insert_each([job() for _ in range(3)], key_ttl=0)
