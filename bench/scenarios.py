@@ -26,7 +26,11 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.db import hot as sql
+from app.db.recovery import RecoveryStore
 from app.db.rows import NewJob
+from app.keys import Keys
+from app.maintenance.reconcile import RedisReconciler
+from app.settings import Settings
 from bench.env import (
     BENCH_KEY,
     PENDING,
@@ -102,6 +106,16 @@ class Ctx:
             yield conn
         finally:
             await conn.close()
+
+    async def clean_slate(self) -> None:
+        """No job in PostgreSQL or Redis, and Redis marked whole by the reconciler's own
+        pass (the epoch marker), as a running service's maintenance leaves it: without the
+        marker (Redis lost its data) a producer does not take the direct path."""
+        await reset_jobs(self.pool)
+        await self.env.clear_redis(self.redis)
+        settings = Settings(database_url=self.env.dsn, redis_prefix=self.env.prefix)
+        keys = Keys(self.env.prefix)
+        await RedisReconciler(RecoveryStore(self.pool), self.redis, keys, settings).run_once()
 
     async def settle(self, services: list[Service] | None = None) -> None:
         """Before a timed section: write out what earlier sections left dirty (CHECKPOINT,
@@ -192,10 +206,10 @@ async def _enqueue_paths(
     for (name, goal), make_calls in zip(names, paths, strict=True):
         metric = ctx.results.metric(scenario, name, "jobs/s", goal, ">=")
         for run in range(ctx.opts.runs):
-            await reset_jobs(ctx.pool)
+            await ctx.clean_slate()
             for call in make_calls(ctx.jobs(warm, start=10_000_000)):
                 await call()
-            await reset_jobs(ctx.pool)
+            await ctx.clean_slate()
             elapsed = await _timed(ctx, scenario, make_calls(ctx.jobs(ctx.opts.jobs)), run)
             metric.values.append(ctx.opts.jobs / elapsed)
 
