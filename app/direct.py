@@ -5,7 +5,8 @@ and move it (NOTIFY, then a transaction of several round trips).
 PostgreSQL stays the truth, and a crash at any instruction still ends with the job run:
 
 1. Before the INSERT, the job's Redis message is recorded in its queue's in-flight set
-   (the set a worker's pop writes, app.worker.fetch), scored by the Redis clock.
+   (the set a worker's pop writes, app.worker.fetch), scored by the Redis clock; by the
+   same script, and only if the epoch marker is there (else the migrator's path).
 2. The INSERT writes the job `migrated_to_redis` at once, but only if its queue is
    active with no limits, the job is due, its priority is the one assumed for the
    message's list, and no job of its queue waits `queued` (a job never overtakes the
@@ -78,9 +79,14 @@ SELECT name, default_priority,
 FROM job_queues
 """
 
-# KEYS[1]: a queue's in-flight set. ARGV: members (level code + message). Records them
-# at the Redis clock, as a worker's pop does.
+# KEYS[1]: a queue's in-flight set, KEYS[2]: the epoch marker that covers it. ARGV:
+# members (level code + message). Records them at the Redis clock, as a worker's pop
+# does, and returns how many; records nothing and returns -1 without the marker (Redis
+# lost its data, and the reconciler has not requeued yet: the migrator's path until then).
 RECORD_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+    return -1
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for _, member in ipairs(ARGV) do
@@ -324,14 +330,10 @@ class DirectPush:
         for attempt in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 batch = Batch(pipe)
-                # No epoch marker: Redis lost its data (on a Redis Cluster: the shard of
-                # the queue, whose marker is the queue's own) and the reconciler has
-                # not requeued yet; the migrator's path until it has.
-                markers = self._markers(records)
-                for marker_key in markers:
-                    pipe.exists(marker_key)
                 for q, members in records.items():
-                    self._script(pipe, self._record, [self.keys.inflight(q)], members)
+                    self._script(
+                        pipe, self._record, [self.keys.inflight(q), self._marker(q)], members
+                    )
                 for q, members in by_queue.items():
                     self._script(pipe, self._push, list(self.keys.script_keys(q)), members)
                     self.metrics.count(batch, "migrated", q, len(members))
@@ -348,7 +350,6 @@ class DirectPush:
                 await self.redis.script_load(PUSH_SCRIPT)
                 continue
             break
-        found, replies = replies[: len(markers)], replies[len(markers) :]
         recorded = replies[: len(records)]
         depths = replies[len(records) : len(records) + len(by_queue)]
         rest = replies[len(records) + len(by_queue) :]
@@ -366,14 +367,10 @@ class DirectPush:
         for q, depth in zip(by_queue, depths, strict=True):
             if not isinstance(depth, Exception) and int(depth) >= self.max_depth:
                 self._off_until[q] = mono + FULL_BACKOFF
-        errors = [r for r in (*found, *recorded) if isinstance(r, Exception)]
+        errors = [r for r in recorded if isinstance(r, Exception)]
         if errors:
             raise errors[0]
-        if self.keys.cluster:
-            lost = {q for q, ok in zip(records, found, strict=True) if not ok}
-        else:
-            lost = set(records) if found and not found[0] else set()
-        self._drop_later({q: records[q] for q in lost})
+        lost = {q for q, n in zip(records, recorded, strict=True) if int(n) < 0}
         self._miss(lost)
         return set(records) - lost
 
@@ -392,19 +389,10 @@ class DirectPush:
         else:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
 
-    def _markers(self, records: dict[str, list[bytes]]) -> list[str]:
-        if not records:
-            return []
-        if self.keys.cluster:
-            return [self.keys.queue_epoch(q) for q in records]
-        return [self.keys.epoch_marker()]
-
-    def _drop_later(self, records: dict[str, list[bytes]]) -> None:
-        """Entries recorded for jobs that do not take the direct path."""
-        if not records:
-            return
-        self._drops.extend((q, m) for q, members in records.items() for m in members)
-        self._start_flusher()
+    def _marker(self, queue: str) -> str:
+        """The epoch marker whose absence means Redis lost this queue's data: on a Redis
+        Cluster the queue's own, in the slot of its keys."""
+        return self.keys.queue_epoch(queue) if self.keys.cluster else self.keys.epoch_marker()
 
     def _start_flusher(self) -> None:
         if self._flusher is None or self._flusher.done():
