@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from app.loops import wait_any
@@ -236,6 +237,15 @@ async def test_exhausted_attempts_fail_the_job(runtime: Runtime, registry: Handl
     assert state[b"status"] == b"failed"
 
 
+async def _one_attempt(rt: Runtime, queue: str) -> asyncpg.Record:
+    """Run one job of `queue` (a single attempt) with a burst worker; its row after."""
+    await add_queue(rt, queue)
+    job_id = await create_job(rt, queue, max_attempts=1)
+    await rt.migrator().move_due_jobs()
+    await rt.worker(burst=True).run()
+    return await job_row(rt, job_id)
+
+
 async def test_a_handler_past_its_timeout_fails_the_attempt(
     runtime: Runtime, registry: HandlerRegistry
 ) -> None:
@@ -250,13 +260,9 @@ async def test_a_handler_past_its_timeout_fails_the_attempt(
             cancelled.set()
             raise
 
-    await add_queue(rt, "t-slow")
-    job_id = await create_job(rt, "t-slow", max_attempts=1)
-    await rt.migrator().move_due_jobs()
-    await rt.worker(burst=True).run()
+    row = await _one_attempt(rt, "t-slow")
 
     assert cancelled.is_set()
-    row = await job_row(rt, job_id)
     assert row["status"] == "failed"
     assert row["last_error_message"] == "TimeoutError: handler ran longer than 0.2s"
 
@@ -274,12 +280,8 @@ async def test_a_handler_that_swallows_its_timeout_still_fails_the_attempt(
             return "finished anyway"  # swallows the cancel
         return "never"
 
-    await add_queue(rt, "t-stubborn")
-    job_id = await create_job(rt, "t-stubborn", max_attempts=1)
-    await rt.migrator().move_due_jobs()
-    await rt.worker(burst=True).run()
+    row = await _one_attempt(rt, "t-stubborn")
 
-    row = await job_row(rt, job_id)
     assert row["status"] == "failed"
     assert row["last_error_message"] == "TimeoutError: handler ran longer than 0.2s"
 
@@ -295,12 +297,8 @@ async def test_a_timeout_error_of_the_handler_itself_is_reported_as_raised(
     async def gives_up(job: Job) -> None:
         raise TimeoutError("SMTP server did not answer in 5s")
 
-    await add_queue(rt, "t-own-timeout")
-    job_id = await create_job(rt, "t-own-timeout", max_attempts=1)
-    await rt.migrator().move_due_jobs()
-    await rt.worker(burst=True).run()
+    row = await _one_attempt(rt, "t-own-timeout")
 
-    row = await job_row(rt, job_id)
     assert row["status"] == "failed"
     assert row["last_error_message"] == "TimeoutError: SMTP server did not answer in 5s"
 
