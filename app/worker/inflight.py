@@ -25,12 +25,17 @@ class InFlight:
     cancel_requested: bool = False  # an operator cancelled it: stop, record `cancelled`
     timed_out: bool = False  # its handler ran past its timeout: stopped, the attempt fails
 
+    @property
+    def _past_stopping(self) -> bool:
+        """Finished (its outcome is being recorded), or already asked to stop."""
+        return self.recording or self.cancel_requested or self.timed_out
+
     def stop(self, *, is_async: bool) -> bool:
         """Cancel an async handler's task; raise the flag a sync handler reads
         (`job.cancel_requested`). False if there is nothing to stop: asked already,
         stopped by its timeout, or finished (its outcome is being recorded: the cancel
         comes too late; the recorder then ends the job cancelled)."""
-        if self.recording or self.cancel_requested or self.timed_out:
+        if self._past_stopping:
             return False
         self.cancel_requested = True
         self.job.cancel_flag.requested = True
@@ -41,7 +46,7 @@ class InFlight:
     def expire(self) -> None:
         """The handler's timeout has passed: cancel its task (an async handler stops; a
         sync one's thread runs on, unwaited), unless it already finished or was cancelled."""
-        if not (self.recording or self.cancel_requested or self.timed_out):
+        if not self._past_stopping:
             self.timed_out = True
             self.task.cancel()
 
