@@ -16,7 +16,7 @@ PostgreSQL stays the truth, and a crash at any instruction still ends with the j
    message, then sets the queue's wake-up marker.
    The entries of jobs that were not written `migrated_to_redis` are removed. This runs
    in a task of its own, so the caller does not wait for it: the pushes of inserts
-   that commit meanwhile go in the same round trip.
+   that commit meanwhile, and the next insert's record, go in the same round trip.
 
 A crash between 1 and 3, or a failed push, leaves the entry: once it is older than
 VISIBILITY_TIMEOUT the in-flight recovery pushes the message (app.maintenance.inflight),
@@ -268,9 +268,9 @@ class DirectPush:
         return DirectPlan(ids=ids, priorities=priorities, created_at=now, members=members)
 
     def after_commit(self, plan: DirectPlan, results: Sequence[InsertResult] | None) -> None:
-        """Push the jobs written `migrated_to_redis` and drop the other entries, soon:
-        the caller does not wait for it (its jobs are committed). `results` None:
-        nothing was committed. What a failed push leaves is recovered (see above)."""
+        """Note the pushes of the jobs written `migrated_to_redis` and the drops of the
+        other entries, for `push_soon` to send. `results` None: nothing was committed.
+        What a failed push leaves is recovered (see above)."""
         pushed: list[tuple[str, bytes, uuid.UUID]] = []
         dropped: list[tuple[str, bytes]] = []
         missed: set[str] = set()
@@ -287,10 +287,23 @@ class DirectPush:
         self._miss(missed)
         self._pushes.extend(pushed)
         self._drops.extend(dropped)
-        self._start_flusher()
+
+    def push_soon(self) -> None:
+        """Send what `after_commit` noted, in a task of its own: the caller does not wait
+        for it (its jobs are committed). Called once the insert's connection is back in
+        the pool: a producer enqueueing back to back then sends these pushes with its
+        next insert's record, in one round trip, before the task runs and finds nothing
+        left; called before the pool's release, which yields to the event loop, the task
+        sent them in a round trip of its own (two per job instead of one). An idle
+        caller's pushes go as soon as it awaits anything."""
+        if (self._pushes or self._drops) and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush(), name="direct-push")
+            self._flusher.add_done_callback(_log_crash)
 
     async def flushed(self) -> None:
-        """Wait until every push asked for so far has been tried (tests; close)."""
+        """Send what waits and wait until every push noted so far has been tried (tests;
+        close)."""
+        self.push_soon()
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
@@ -393,11 +406,6 @@ class DirectPush:
         """The epoch marker whose absence means Redis lost this queue's data: on a Redis
         Cluster the queue's own, in the slot of its keys."""
         return self.keys.queue_epoch(queue) if self.keys.cluster else self.keys.epoch_marker()
-
-    def _start_flusher(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="direct-push")
-            self._flusher.add_done_callback(_log_crash)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -309,18 +309,21 @@ class InsertStore:
         """Insert independent jobs in one statement and one commit (group commit): each
         is created, found (idempotency key) or refused, whatever the others are."""
         plan = await self._plan(jobs)
-        async with self.pool.acquire() as conn:
-            fetch = _bounded(conn, self._timeout(plan))
-            if _one_statement(jobs):  # atomic alone: no BEGIN and COMMIT round trips
-                results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
-            else:
-                async with conn.transaction():
+        try:
+            async with self.pool.acquire() as conn:
+                fetch = _bounded(conn, self._timeout(plan))
+                if _one_statement(jobs):  # atomic alone: no BEGIN and COMMIT round trips
                     results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
-            # Committed. (An error above leaves the plan's entries to the in-flight
-            # recovery: the commit may or may not have happened, the claim decides.)
-            if plan is not None and self.direct is not None:
-                self.direct.after_commit(plan, results)
-            await _wake_if_needed(conn, plan, results)
+                else:
+                    async with conn.transaction():
+                        results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                # Committed. (An error above leaves the plan's entries to the in-flight
+                # recovery: the commit may or may not have happened, the claim decides.)
+                if plan is not None and self.direct is not None:
+                    self.direct.after_commit(plan, results)
+                await _wake_if_needed(conn, plan, results)
+        finally:
+            self._push_soon(plan)
         return results
 
     async def insert_jobs(
@@ -328,21 +331,29 @@ class InsertStore:
     ) -> list[InsertResult]:
         """Insert in one transaction; rolled back unless every job was created or found."""
         plan = await self._plan(jobs)
-        async with self.pool.acquire() as conn:
-            fetch = _bounded(conn, self._timeout(plan))
-            if len(jobs) == 1 and _one_statement(jobs):
-                # One job, one statement: it commits whole or not at all on its own.
-                results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
-                committed: list[InsertResult] | None = results
-            else:
-                results, committed = await _all_or_nothing(
-                    conn, lambda: insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
-                )
-            if plan is not None and self.direct is not None:
-                self.direct.after_commit(plan, committed)
-            if committed is not None:
-                await _wake_if_needed(conn, plan, committed)
+        try:
+            async with self.pool.acquire() as conn:
+                fetch = _bounded(conn, self._timeout(plan))
+                if len(jobs) == 1 and _one_statement(jobs):
+                    # One job, one statement: it commits whole or not at all on its own.
+                    results = await insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                    committed: list[InsertResult] | None = results
+                else:
+                    results, committed = await _all_or_nothing(
+                        conn, lambda: insert_jobs(fetch, jobs, key_ttl=key_ttl, plan=plan)
+                    )
+                if plan is not None and self.direct is not None:
+                    self.direct.after_commit(plan, committed)
+                if committed is not None:
+                    await _wake_if_needed(conn, plan, committed)
+        finally:
+            self._push_soon(plan)
         return results
+
+    def _push_soon(self, plan: DirectPlan | None) -> None:
+        # After the connection's release, whatever happened: see DirectPush.push_soon.
+        if plan is not None and self.direct is not None:
+            self.direct.push_soon()
 
     def pipelines(self, count: int) -> bool:
         """Whether a batch of `count` jobs goes through `insert_chunks`: at least two

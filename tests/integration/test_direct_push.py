@@ -263,6 +263,38 @@ async def test_a_queue_that_missed_the_direct_path_skips_it_for_a_while(
     assert (await rt.migrator().move_due_jobs()).moved == 7
 
 
+async def test_a_producer_enqueueing_back_to_back_sends_each_push_with_the_next_record(
+    rt: Runtime, ran: list[tuple[uuid.UUID, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One Redis round trip per job, not two: the push of a job committed a moment ago
+    # goes with the record of the next insert. The last push goes alone.
+    direct = rt.inserts.direct
+    assert direct is not None
+    (first,) = await rt.inserts.insert_jobs([job()], key_ttl=0)  # reads the queues
+    direct.queue_info_ttl = 3600.0  # and no re-read, which would yield, from here on
+    await direct.flushed()
+    trips: list[tuple[int, int]] = []  # (records, pushes) of each round trip
+    send = direct._send
+
+    async def counting_send(
+        records: dict[str, list[bytes]], pushes: list[Any], drops: list[Any]
+    ) -> set[str]:
+        trips.append((sum(len(m) for m in records.values()), len(pushes)))
+        return await send(records, pushes, drops)
+
+    monkeypatch.setattr(direct, "_send", counting_send)
+    assert first.job is not None
+    ids = [first.job.id]
+    for _ in range(4):
+        (result,) = await rt.inserts.insert_jobs([job()], key_ttl=0)
+        assert result.job is not None and result.job.status == "migrated_to_redis"
+        ids.append(result.job.id)
+    assert await lists(rt) == {"high": 0, "normal": 5, "low": 0, "inflight": 0}
+    assert trips == [(1, 0), (1, 1), (1, 1), (1, 1), (0, 1)]
+    await rt.worker(burst=True).run()
+    assert sorted(ran) == sorted((job_id, 1) for job_id in ids)
+
+
 async def test_job_client_with_redis_pushes_and_without_does_not(
     rt: Runtime, direct_settings: Settings
 ) -> None:
