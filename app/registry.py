@@ -15,8 +15,10 @@ once: use `job.id` and `job.attempt` to make the handler idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,11 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 QUEUE_NAME_MAX = 100
+# Seconds each shutdown hook may take before the process goes on closing without it.
+SHUTDOWN_HOOK_TIMEOUT = 10.0
+
+log = logging.getLogger("hybridq.registry")
+ShutdownHook = Callable[[], Awaitable[None]]
 
 
 class CancelFlag:
@@ -82,6 +89,7 @@ class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._schedules: dict[str, ScheduleSpec] = {}
+        self._on_shutdown: list[ShutdownHook] = []
 
     def handler(
         self,
@@ -152,6 +160,26 @@ class HandlerRegistry:
             raise ValueError(f"schedule {name!r} is already declared differently")
         self._schedules[name] = spec
 
+    def on_shutdown(self, hook: ShutdownHook) -> ShutdownHook:
+        """Decorator: await `hook` (an async function of no arguments) when the process's
+        services have stopped, in their event loop, before the service closes its own
+        pools: to close what handlers opened for themselves (a pool, a client). Each hook
+        runs once per stop, even if another failed, for at most SHUTDOWN_HOOK_TIMEOUT s."""
+        if not inspect.iscoroutinefunction(hook):
+            raise TypeError(f"a shutdown hook must be an async function: {hook!r}")
+        if hook not in self._on_shutdown:
+            self._on_shutdown.append(hook)
+        return hook
+
+    async def shut_down(self) -> None:
+        """Await every shutdown hook, in the order they were registered; a failure or a
+        timeout is logged, and the next hook runs."""
+        for hook in self._on_shutdown:
+            try:
+                await asyncio.wait_for(hook(), SHUTDOWN_HOOK_TIMEOUT)
+            except Exception:
+                log.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
+
     def schedules(self) -> list[ScheduleSpec]:
         """The schedules declared in code."""
         return [self._schedules[n] for n in sorted(self._schedules)]
@@ -182,6 +210,7 @@ def validate_queue_name(name: str) -> None:
 default_registry = HandlerRegistry()
 handler = default_registry.handler
 periodic = default_registry.periodic
+on_shutdown = default_registry.on_shutdown
 
 
 def load_handler_modules(modules: Iterable[str]) -> None:

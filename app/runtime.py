@@ -289,6 +289,7 @@ async def open_runtime(
         )
         yield runtime
     finally:
+        await registry.shut_down()  # its services have stopped: the handlers' own hooks
         if runtime is not None:
             await runtime.close_api_stores()
         await redis.aclose()

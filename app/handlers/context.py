@@ -4,8 +4,9 @@ warm-up).
 
 A handler receives only its Job, so the context is opened by the first job a process
 runs (from the environment, as the process's own settings are) and kept for the life of
-the process's event loop; `close_context()` closes it. Tests build their own with
-`HandlerContext.open(settings)` and `use_context()`.
+the process's event loop; `close_context()`, a shutdown hook, closes it when the
+process's services stop. Tests build their own with `HandlerContext.open(settings)` and
+`use_context()`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.handlers.sender import EmailSender, SmtpServer
 from app.handlers.warmup import Warmup
 from app.handlers.webhooks import WebhookDeliverer
 from app.keys import Keys
+from app.registry import on_shutdown
 from app.runtime import make_redis
 from app.settings import Settings
 
@@ -97,7 +99,10 @@ class HandlerContext:
         await self.pool.close()
 
 
-_contexts: dict[asyncio.AbstractEventLoop, asyncio.Future[HandlerContext]] = {}
+# Per event loop: the context opened from the environment by `context()` (closed by
+# `close_context()`), and one given by `use_context()`, which its caller closes.
+_opened: dict[asyncio.AbstractEventLoop, asyncio.Task[HandlerContext]] = {}
+_given: dict[asyncio.AbstractEventLoop, HandlerContext] = {}
 
 
 async def _open_from_environment() -> HandlerContext:
@@ -107,10 +112,13 @@ async def _open_from_environment() -> HandlerContext:
 async def context() -> HandlerContext:
     """This event loop's context, opened by the first caller (the others wait for it)."""
     loop = asyncio.get_running_loop()
-    opening = _contexts.get(loop)
+    given = _given.get(loop)
+    if given is not None:
+        return given
+    opening = _opened.get(loop)
     if opening is None or (opening.done() and opening.exception() is not None):
         # A failed opening (PostgreSQL down) is tried again by the next job.
-        opening = _contexts[loop] = loop.create_task(_open_from_environment())
+        opening = _opened[loop] = loop.create_task(_open_from_environment())
     return await asyncio.shield(opening)
 
 
@@ -118,21 +126,26 @@ async def context() -> HandlerContext:
 async def use_context(ctx: HandlerContext) -> AsyncIterator[HandlerContext]:
     """Make `ctx` the context of this event loop for the block (tests)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[HandlerContext] = loop.create_future()
-    future.set_result(ctx)
-    previous = _contexts.get(loop)
-    _contexts[loop] = future
+    previous = _given.get(loop)
+    _given[loop] = ctx
     try:
         yield ctx
     finally:
         if previous is None:
-            _contexts.pop(loop, None)
+            _given.pop(loop, None)
         else:
-            _contexts[loop] = previous
+            _given[loop] = previous
 
 
+@on_shutdown
 async def close_context() -> None:
-    """Close this event loop's context, if one was opened."""
-    opening = _contexts.pop(asyncio.get_running_loop(), None)
-    if opening is not None and opening.done() and opening.exception() is None:
+    """Close the context `context()` opened in this event loop, if it did: run when the
+    process's services stop (a shutdown hook), once its jobs have ended. An opening
+    still in progress is cancelled. The next job, if any, opens a new one."""
+    opening = _opened.pop(asyncio.get_running_loop(), None)
+    if opening is None:
+        return
+    opening.cancel()  # if still in progress
+    await asyncio.wait([opening])
+    if not opening.cancelled() and opening.exception() is None:
         await opening.result().close()
