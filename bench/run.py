@@ -268,6 +268,11 @@ def print_report(results: Results) -> None:
             f"{f['commits']:.0f} single-row commits; p90 {f['commit_ms_p90']:.3f} ms): "
             f"{1000 / f['commit_ms_median']:,.0f} commits/s"
         )
+        if "paced_commit_ms_median" in f:
+            print(
+                f"  paced commit: {f['paced_commit_ms_median']:.3f} ms (median of one every "
+                "10 ms, as the latency scenario enqueues: the floor of an idle job's latency)"
+            )
     svc = ", ".join(f"{k}={v}" for k, v in meta["service_settings"].items())
     print(f"  service: {svc}")
     if meta["options"]["overrides"]:

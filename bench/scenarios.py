@@ -26,8 +26,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.db import hot as sql
+from app.db.inserts import insert_jobs
 from app.db.recovery import RecoveryStore
 from app.db.rows import NewJob
+from app.jobs.model import JobToInsert
 from app.keys import Keys
 from app.maintenance.reconcile import RedisReconciler
 from app.settings import Settings
@@ -486,8 +488,36 @@ async def latency(ctx: Ctx) -> None:
         "at start - time.time() just before the enqueue call. Layouts: "
         + "; ".join(f"{name}: {what}" for name, what in LATENCY_LAYOUTS.items()),
     )
+    await _paced_round_trips(ctx)
     for layout in LATENCY_LAYOUTS:
         await _latency_layout(ctx, layout)
+
+
+async def _paced_round_trips(ctx: Ctx, count: int = 100, gap: float = 0.01) -> None:
+    """The floors of an idle job's latency, paced as its samples are (one every `gap`
+    s): a Redis round trip (PING) and the INSERT of one job row with its commit (the
+    migrator's path, nothing pushed). The direct path's enqueue makes one of each, and
+    the push and the claim one more each, before the handler can start."""
+    await reset_jobs(ctx.pool)
+
+    row = JobToInsert(queue_name=QUEUE, payload_json=orjson.dumps(payload(0)).decode())
+    for _ in range(20):  # warm-up: connections, statement caches
+        await insert_jobs(ctx.pool.fetch, [row], key_ttl=0)
+    await ctx.settle()
+
+    async def insert() -> None:
+        await insert_jobs(ctx.pool.fetch, [row], key_ttl=0)
+
+    for name, call in (("Redis round trip (PING)", ctx.redis.ping), ("job INSERT", insert)):
+        times: list[float] = []
+        for _ in range(count):
+            await asyncio.sleep(gap)
+            t0 = time.perf_counter()
+            await call()
+            times.append((time.perf_counter() - t0) * 1e3)
+        metric = ctx.results.metric("latency", f"paced {name}, p50", "ms")
+        metric.values.append(percentile(times, 50))
+    await reset_jobs(ctx.pool)
 
 
 async def _latency_layout(ctx: Ctx, layout: str) -> None:
