@@ -291,11 +291,10 @@ class DirectPush:
     def push_soon(self) -> None:
         """Send what `after_commit` noted, in a task of its own: the caller does not wait
         for it (its jobs are committed). Called once the insert's connection is back in
-        the pool: a producer enqueueing back to back then sends these pushes with its
-        next insert's record, in one round trip, before the task runs and finds nothing
-        left; called before the pool's release, which yields to the event loop, the task
-        sent them in a round trip of its own (two per job instead of one). An idle
-        caller's pushes go as soon as it awaits anything."""
+        the pool (whose release yields to the event loop, where the task would send them
+        alone): a producer enqueueing back to back sends them with its next insert's
+        record, in one round trip, and the task finds nothing left; an idle caller's go
+        as soon as it awaits anything."""
         if (self._pushes or self._drops) and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush(), name="direct-push")
             self._flusher.add_done_callback(_log_crash)
