@@ -70,6 +70,23 @@ def redis_prefix(request: pytest.FixtureRequest) -> str:
     return f"hqtest:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_keys_removed() -> Iterator[None]:
+    """At the end of the run, every key under its prefixes (`hqtest:<run>:`): each test
+    deletes its own, but a process or a background write may still land after that
+    (metrics, a job's hash), and each run left some 80 keys behind."""
+    yield
+    asyncio.run(_delete_run_keys())
+
+
+async def _delete_run_keys() -> None:
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await delete_prefix(redis, f"hqtest:{RUN_ID}:")
+    finally:
+        await redis.aclose()
+
+
 @pytest.fixture
 def settings(database_url: str, redis_prefix: str) -> Settings:
     """Settings for one test: fast retries and timeouts so tests end quickly."""

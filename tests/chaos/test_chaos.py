@@ -25,8 +25,10 @@ N = 1000
 
 
 @pytest.fixture
-async def cluster(database_url: str, clean_db: None, tmp_path: Path) -> AsyncIterator[Cluster]:
-    c = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path)
+async def cluster(
+    database_url: str, clean_db: None, tmp_path: Path, redis_prefix: str
+) -> AsyncIterator[Cluster]:
+    c = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path, prefix=redis_prefix)
     yield c
     c.stop_all()
     client = aioredis.Redis.from_url(c.redis_url)

@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
 
 async def test_a_paused_worker_cannot_overwrite_the_newer_attempt(
-    database_url: str, clean_db: None, tmp_path: Path
+    database_url: str, clean_db: None, tmp_path: Path, redis_prefix: str
 ) -> None:
-    cluster = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path)
+    cluster = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path, prefix=redis_prefix)
     conn = await cluster.connect()
     try:
         await cluster.create_queue()

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
 
 
 async def test_sigterm_hands_back_a_job_that_does_not_finish_in_the_grace_period(
-    database_url: str, clean_db: None, tmp_path: Path
+    database_url: str, clean_db: None, tmp_path: Path, redis_prefix: str
 ) -> None:
-    cluster = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path)
+    cluster = Cluster(database_url, "redis://127.0.0.1:6379/0", tmp_path, prefix=redis_prefix)
     conn = await cluster.connect()
     try:
         await cluster.create_queue()

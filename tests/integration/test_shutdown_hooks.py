@@ -13,6 +13,7 @@ from app.handlers.context import HandlerContext, close_context, context, use_con
 from app.registry import HandlerRegistry, Job, default_registry
 from app.runtime import open_runtime
 from app.settings import Settings
+from tests.conftest import delete_prefix
 from tests.support.factories import add_queue, create_job, job_status, run_until_settled
 
 
@@ -47,6 +48,7 @@ async def test_the_context_a_job_opened_is_closed_when_the_services_stop(
             assert not ctx.pool.is_closing()
             async with use_context(given):
                 assert await context() is given
+            await delete_prefix(rt.redis, settings.redis_prefix)
         # The runtime closed after its services: the job's context with it.
         with pytest.raises(asyncpg.InterfaceError, match="pool is clos"):
             await ctx.pool.fetchval("SELECT 1")
