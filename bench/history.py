@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ FLUSH_COMMITS = 300
 # The same commit paced as the latency scenario's enqueues are (one every 10 ms): an idle
 # client and server each wake for it, so it takes longer than back to back, and it is
 # the floor of an idle job's latency (its INSERT commits before the job can run).
-PACED_COMMITS = 100
+PACED_COMMITS = 100  # also the count of the latency scenario's paced round trips
 PACED_GAP = 0.01
 
 # (scenario, metric, name of the ratio, how the ratio is made, target, direction)
@@ -55,17 +56,12 @@ async def flush_floor(dsn: str) -> dict[str, float]:
         await conn.execute("CREATE TABLE IF NOT EXISTS bench_flush (n int)")
         await conn.execute("SET synchronous_commit = on")
         times: list[float] = []
-        paced: list[float] = []
         for i in range(FLUSH_COMMITS + 20):
             t = time.perf_counter()
             await conn.execute("INSERT INTO bench_flush VALUES (1)")
             if i >= 20:
                 times.append((time.perf_counter() - t) * 1000)
-        for _ in range(PACED_COMMITS):
-            await asyncio.sleep(PACED_GAP)
-            t = time.perf_counter()
-            await conn.execute("INSERT INTO bench_flush VALUES (1)")
-            paced.append((time.perf_counter() - t) * 1000)
+        paced = await paced_ms(lambda: conn.execute("INSERT INTO bench_flush VALUES (1)"))
         await conn.execute("DROP TABLE bench_flush")
     finally:
         await conn.close()
@@ -76,6 +72,19 @@ async def flush_floor(dsn: str) -> dict[str, float]:
         "commits": float(FLUSH_COMMITS),
         "paced_commit_ms_median": statistics.median(paced),
     }
+
+
+async def paced_ms(
+    call: Callable[[], Awaitable[object]], count: int = PACED_COMMITS, gap: float = PACED_GAP
+) -> list[float]:
+    """The times (ms) of `count` calls, one every `gap` s, as an idle client makes them."""
+    times: list[float] = []
+    for _ in range(count):
+        await asyncio.sleep(gap)
+        t = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - t) * 1000)
+    return times
 
 
 def add_ratios(results: Results, commit_ms: float) -> None:

@@ -53,6 +53,7 @@ from bench.env import (
     wait_until,
 )
 from bench.handlers import QUEUE
+from bench.history import paced_ms
 from bench.producer import EnqueueMany, EnqueueOne, Producer
 from bench.profile import PySpy, summarize
 from bench.report import Metric, Results, percentile
@@ -493,9 +494,9 @@ async def latency(ctx: Ctx) -> None:
         await _latency_layout(ctx, layout)
 
 
-async def _paced_round_trips(ctx: Ctx, count: int = 100, gap: float = 0.01) -> None:
-    """The floors of an idle job's latency, paced as its samples are (one every `gap`
-    s): a Redis round trip (PING) and the INSERT of one job row with its commit (the
+async def _paced_round_trips(ctx: Ctx) -> None:
+    """The floors of an idle job's latency, paced as its samples are (one every 10 ms):
+    a Redis round trip (PING) and the INSERT of one job row with its commit (the
     migrator's path, nothing pushed). The direct path's enqueue makes one of each, and
     the push and the claim one more each, before the handler can start."""
     await reset_jobs(ctx.pool)
@@ -509,12 +510,7 @@ async def _paced_round_trips(ctx: Ctx, count: int = 100, gap: float = 0.01) -> N
         await insert_jobs(ctx.pool.fetch, [row], key_ttl=0)
 
     for name, call in (("Redis round trip (PING)", ctx.redis.ping), ("job INSERT", insert)):
-        times: list[float] = []
-        for _ in range(count):
-            await asyncio.sleep(gap)
-            t0 = time.perf_counter()
-            await call()
-            times.append((time.perf_counter() - t0) * 1e3)
+        times = await paced_ms(call)
         metric = ctx.results.metric("latency", f"paced {name}, p50", "ms")
         metric.values.append(percentile(times, 50))
     await reset_jobs(ctx.pool)
