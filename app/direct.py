@@ -284,7 +284,7 @@ class DirectPush:
                 dropped.append((queue, member))
                 if created is not None:  # written queued: a backlog (or a pause not seen yet)
                     missed.add(queue)
-        self._miss(missed)
+        self._back_off(missed, self.miss_backoff)
         self._pushes.extend(pushed)
         self._drops.extend(dropped)
 
@@ -375,21 +375,26 @@ class DirectPush:
             )
         else:
             self.pushed += len(pushes)
-        mono = time.monotonic()
-        for q, depth in zip(by_queue, depths, strict=True):
-            if not isinstance(depth, Exception) and int(depth) >= self.max_depth:
-                self._off_until[q] = mono + FULL_BACKOFF
+        self._back_off(
+            {
+                q
+                for q, depth in zip(by_queue, depths, strict=True)
+                if not isinstance(depth, Exception) and int(depth) >= self.max_depth
+            },
+            FULL_BACKOFF,
+        )
         errors = [r for r in recorded if isinstance(r, Exception)]
         if errors:
             raise errors[0]
         lost = {q for q, n in zip(records, recorded, strict=True) if int(n) < 0}
-        self._miss(lost)
+        self._back_off(lost, self.miss_backoff)
         return set(records) - lost
 
-    def _miss(self, queues: set[str]) -> None:
-        """These queues' jobs could not take the direct path: the migrator's for a while
-        (MISS_BACKOFF), without shortening a longer backoff."""
-        until = time.monotonic() + self.miss_backoff
+    def _back_off(self, queues: set[str], seconds: float) -> None:
+        """These queues' jobs take the migrator's path for `seconds` (a queue full in
+        Redis: FULL_BACKOFF; a miss: `miss_backoff`), without shortening a longer
+        backoff."""
+        until = time.monotonic() + seconds
         for q in queues:
             self._off_until[q] = max(self._off_until.get(q, 0.0), until)
 
