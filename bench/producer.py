@@ -87,7 +87,12 @@ async def open_producer(dsn: str, redis_url: str | None = None, prefix: str = ""
     return Producer(
         one=one,
         one_label="app.producer.JobClient.enqueue, committed per job (one statement)"
-        + (", pushed to Redis after its commit (direct path)" if redis_url else ""),
+        + (
+            ", pushed to Redis after its commit (direct path) when its producer was idle,"
+            " else moved by the migrator (app.direct.BUSY_GAP)"
+            if redis_url
+            else ""
+        ),
         many=many,
         many_label="app.producer.JobClient.enqueue_many, one transaction per batch",
         tx_one=tx_one,

@@ -323,7 +323,7 @@ class InsertStore:
                     self.direct.after_commit(plan, results)
                 await _wake_if_needed(conn, plan, results)
         finally:
-            self._push_soon(plan)
+            self._ended()
         return results
 
     async def insert_jobs(
@@ -347,13 +347,14 @@ class InsertStore:
                 if committed is not None:
                     await _wake_if_needed(conn, plan, committed)
         finally:
-            self._push_soon(plan)
+            self._ended()
         return results
 
-    def _push_soon(self, plan: DirectPlan | None) -> None:
-        # After the connection's release, whatever happened: see DirectPush.push_soon.
-        if plan is not None and self.direct is not None:
-            self.direct.push_soon()
+    def _ended(self) -> None:
+        # After the connection's release, whatever happened, on either path: see
+        # DirectPush.insert_ended.
+        if self.direct is not None:
+            self.direct.insert_ended()
 
     def pipelines(self, count: int) -> bool:
         """Whether a batch of `count` jobs goes through `insert_chunks`: at least two

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.db.inserts import InsertStore, insert_jobs
-from app.direct import DirectPlan, DirectPush
+from app.direct import BUSY_GAP, DirectPlan, DirectPush
 from app.jobs.model import InsertResult, JobToInsert
 from app.main import create_app, serving
 from app.maintenance.inflight import InflightRecovery
@@ -57,6 +57,10 @@ async def rt(
         # Set by the reconciler when Redis holds every migrated job: the direct path
         # runs only while it is there.
         await rt.redis.set(rt.keys.epoch_marker(), "test")
+        # Each insert as if after an idle moment, whatever the machine's speed: a stream
+        # of inserts has a test of its own.
+        assert rt.inserts.direct is not None
+        rt.inserts.direct.busy_gap = 0.0
         yield rt
 
 
@@ -263,15 +267,17 @@ async def test_a_queue_that_missed_the_direct_path_skips_it_for_a_while(
     assert (await rt.migrator().move_due_jobs()).moved == 7
 
 
-async def test_a_producer_enqueueing_back_to_back_sends_each_push_with_the_next_record(
+async def test_a_stream_of_inserts_leaves_its_jobs_to_the_migrator(
     rt: Runtime, ran: list[tuple[uuid.UUID, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One Redis round trip per job, not two: the push of a job committed a moment ago
-    # goes with the record of the next insert. The last push goes alone.
+    # An insert that starts within BUSY_GAP of the previous one's end takes the
+    # migrator's path: no Redis round trip before its INSERT. One after an idle moment
+    # takes the direct path.
     direct = rt.inserts.direct
     assert direct is not None
     (first,) = await rt.inserts.insert_jobs([job()], key_ttl=0)  # reads the queues
-    direct.queue_info_ttl = 3600.0  # and no re-read, which would yield, from here on
+    assert first.job is not None and first.job.status == "migrated_to_redis"
+    direct.queue_info_ttl = 3600.0  # and no re-read from here on
     await direct.flushed()
     trips: list[tuple[int, int]] = []  # (records, pushes) of each round trip
     send = direct._send
@@ -283,14 +289,28 @@ async def test_a_producer_enqueueing_back_to_back_sends_each_push_with_the_next_
         return await send(records, pushes, drops)
 
     monkeypatch.setattr(direct, "_send", counting_send)
-    assert first.job is not None
     ids = [first.job.id]
-    for _ in range(4):
+    # A stream: each insert follows the last within the gap (made wide here, so that a
+    # slow machine's pause cannot make one of them idle).
+    direct.busy_gap = 3600.0
+    for _ in range(5):
+        (result,) = await rt.inserts.insert_jobs([job()], key_ttl=0)
+        assert result.job is not None and result.job.status == "queued"
+        ids.append(result.job.id)
+    await direct.flushed()
+    assert trips == []
+    assert (await rt.migrator().move_due_jobs()).moved == 5
+    # Idle for longer than the gap before each insert: the direct path, a record before
+    # each INSERT and a push after it.
+    direct.busy_gap = BUSY_GAP
+    for _ in range(3):
+        await asyncio.sleep(2 * BUSY_GAP)
         (result,) = await rt.inserts.insert_jobs([job()], key_ttl=0)
         assert result.job is not None and result.job.status == "migrated_to_redis"
         ids.append(result.job.id)
-    assert await lists(rt) == {"high": 0, "normal": 5, "low": 0, "inflight": 0}
-    assert trips == [(1, 0), (1, 1), (1, 1), (1, 1), (0, 1)]
+        await direct.flushed()
+    assert trips == [(1, 0), (0, 1)] * 3
+    assert await lists(rt) == {"high": 0, "normal": 9, "low": 0, "inflight": 0}
     await rt.worker(burst=True).run()
     assert sorted(ran) == sorted((job_id, 1) for job_id in ids)
 
