@@ -33,7 +33,12 @@ from app.db.pool import create_pool
 from app.jobs.errors import InputErrors
 from app.jobs.model import InsertResult, JobToInsert
 from app.jobs.request import BatchJob
-from app.jobs.validation import prepare_in_chunks, prepare_jobs, raise_for_refused
+from app.jobs.validation import (
+    collector_paused,
+    prepare_in_chunks,
+    prepare_jobs,
+    raise_for_refused,
+)
 from app.registry import default_registry
 from app.settings import Settings
 
@@ -255,8 +260,16 @@ class JobClient:
         """Insert and commit jobs, all or none (one transaction); ids in order.
 
         A large batch without idempotency keys is inserted a chunk at a time, each chunk
-        while the next is validated (InsertStore.insert_chunks)."""
-        items = list(jobs)
+        while the next is validated (InsertStore.insert_chunks).
+
+        The cyclic garbage collector of the process is paused for the call, inserts
+        included: what the call makes lives until it returns, and is freed then, so a
+        collection meanwhile has nothing to free (bench: enqueue-bulk, a tenth of the
+        call's time with the collector paused only while each chunk is prepared)."""
+        with collector_paused():
+            return await self._enqueue_many(list(jobs))
+
+    async def _enqueue_many(self, items: list[Mapping[str, Any]]) -> list[uuid.UUID]:
         if self._inserts.pipelines(len(items)) and all(
             item.get("idempotency_key") is None for item in items
         ):
@@ -331,13 +344,16 @@ def _ids_or_raise(
     validated: Sequence[BatchJob], results: Sequence[InsertResult]
 ) -> list[uuid.UUID]:
     """The ids, or JobRejected for unknown queues (422) and reused keys (409)."""
+    ids = [r.job.id for r in results if r.job is not None]
+    if len(ids) == len(results):  # every job created or found: nothing to name
+        return ids
     raise_for_refused(
         validated,
         results,
         locs=[("jobs", i) for i in range(len(validated))],
         key_fields=["idempotency_key"] * len(validated),
     )
-    return [r.job.id for r in results if r.job is not None]
+    return ids
 
 
 async def _connection(conn_or_session: AsyncSession | AsyncConnection) -> AsyncConnection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -156,3 +157,33 @@ async def test_a_large_batch_inserted_while_it_is_validated_is_still_all_or_none
     ids = await client.enqueue_many(jobs)
     rows = await rt.pool.fetch("SELECT id, payload FROM jobs")
     assert {r["id"]: r["payload"]["n"] for r in rows} == {job: i for i, job in enumerate(ids)}
+
+
+async def test_enqueue_many_pauses_the_collector_for_the_call_and_restores_it(
+    runtime: Runtime, client: JobClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a batch makes lives until the call returns: the cyclic collector is off for
+    the call, inserts included, and on again after it, whether the call succeeded or
+    was refused; a caller that turned it off finds it off."""
+    await add_queue(runtime, "t-client-gc")
+    seen: list[bool] = []
+    insert_jobs = client._inserts.insert_jobs
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return await insert_jobs(*args, **kwargs)
+
+    monkeypatch.setattr(client._inserts, "insert_jobs", spy)
+    jobs = [{"queue_name": "t-client-gc", "payload": {"n": i}} for i in range(3)]
+    assert gc.isenabled()
+    assert len(await client.enqueue_many(jobs)) == 3
+    assert (seen, gc.isenabled()) == ([False], True)
+    with pytest.raises(JobRejected):
+        await client.enqueue_many([*jobs, {"queue_name": "nowhere", "payload": {}}])
+    assert (seen, gc.isenabled()) == ([False, False], True)
+    gc.disable()
+    try:
+        await client.enqueue_many(jobs)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
