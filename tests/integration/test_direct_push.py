@@ -351,6 +351,46 @@ async def test_post_jobs_answers_with_the_status_written(
     assert ran == [(uuid.UUID(body["job_id"]), 1)]
 
 
+async def test_concurrent_posts_each_run_once_whichever_path_they_took(
+    rt: Runtime, direct_settings: Settings, ran: list[tuple[uuid.UUID, int]]
+) -> None:
+    # Concurrent requests are inserted in batches (the API's group commit). Those of an
+    # idle API take the direct path; those of a busy one, whose batches follow each
+    # other within the busy gap (made wide here for the second wave), the migrator's.
+    # Each answer names the path its job took, and each job runs once.
+    assert rt.inserts.direct is not None
+    app = create_app(direct_settings, rt.registry)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        serving(app, rt),
+        httpx.AsyncClient(transport=transport, base_url="http://hybridq.test") as c,
+    ):
+
+        async def wave(first: int) -> dict[uuid.UUID, str]:
+            answers = await asyncio.gather(
+                *(
+                    c.post("/jobs", json={"queue_name": QUEUE, "payload": {"n": i}})
+                    for i in range(first, first + 30)
+                )
+            )
+            assert [a.status_code for a in answers] == [201] * 30
+            return {uuid.UUID(a.json()["job_id"]): a.json()["status"] for a in answers}
+
+        idle = await wave(0)
+        rt.inserts.direct.busy_gap = 3600.0
+        busy = await wave(30)
+        assert set(idle.values()) == {"migrated_to_redis"}
+        assert set(busy.values()) == {"queued"}
+        statuses = idle | busy
+        for job_id, status in statuses.items():
+            assert await job_status(rt, job_id) == status
+        await rt.inserts.direct.flushed()
+        assert (await rt.migrator().move_due_jobs()).moved == 30
+        await rt.worker(burst=True, concurrency=20).run()
+    assert sorted(ran) == sorted((job_id, 1) for job_id in statuses)
+    assert await lists(rt) == {"high": 0, "normal": 0, "low": 0, "inflight": 0}
+
+
 async def wake_ups_before_a_sentinel(rt: Runtime, got: asyncio.Queue[str]) -> list[str]:
     """The wake-ups sent so far: a sentinel sent now arrives after every notification
     committed before it (PostgreSQL delivers them in commit order)."""
