@@ -164,7 +164,8 @@ async def test_enqueue_many_pauses_the_collector_for_the_call_and_restores_it(
 ) -> None:
     """What a batch makes lives until the call returns: the cyclic collector is off for
     the call, inserts included, and on again after it, whether the call succeeded or
-    was refused; a caller that turned it off finds it off."""
+    was refused; a caller that turned it off finds it off. A single job's call leaves
+    it alone."""
     await add_queue(runtime, "t-client-gc")
     seen: list[bool] = []
     insert_jobs = client._inserts.insert_jobs
@@ -181,6 +182,8 @@ async def test_enqueue_many_pauses_the_collector_for_the_call_and_restores_it(
     with pytest.raises(JobRejected):
         await client.enqueue_many([*jobs, {"queue_name": "nowhere", "payload": {}}])
     assert (seen, gc.isenabled()) == ([False, False], True)
+    await client.enqueue("t-client-gc", {"n": 3})
+    assert (seen, gc.isenabled()) == ([False, False, True], True)
     gc.disable()
     try:
         await client.enqueue_many(jobs)
