@@ -268,9 +268,7 @@ class JobClient:
         tenth of the call's time with the collector paused only while each chunk is
         prepared)."""
         items = list(jobs)
-        if len(items) == 1:
-            return await self._enqueue_many(items)
-        with collector_paused():
+        with collector_paused() if len(items) > 1 else contextlib.nullcontext():
             return await self._enqueue_many(items)
 
     async def _enqueue_many(self, items: list[Mapping[str, Any]]) -> list[uuid.UUID]:
