@@ -31,7 +31,7 @@ from app.db.pool import create_pool
 from app.settings import Settings
 from bench.costs import costs
 from bench.env import ROOT, BenchEnv, ScenarioError, log, server_settings
-from bench.history import add_ratios, append_history, flush_floor
+from bench.history import PACED_GAP, add_ratios, append_history, flush_floor
 from bench.producer import open_producer
 from bench.profile import py_spy_path
 from bench.report import Results, fmt, table
@@ -271,7 +271,8 @@ def print_report(results: Results) -> None:
         if "paced_commit_ms_median" in f:
             print(
                 f"  paced commit: {f['paced_commit_ms_median']:.3f} ms (median of one every "
-                "10 ms, as the latency scenario enqueues: the floor of an idle job's latency)"
+                f"{PACED_GAP * 1000:g} ms, as the latency scenario enqueues: the floor of an "
+                "idle job's latency)"
             )
     svc = ", ".join(f"{k}={v}" for k, v in meta["service_settings"].items())
     print(f"  service: {svc}")
